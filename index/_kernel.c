@@ -1,0 +1,632 @@
+/*
+ * Compiled core of the Hamming index: fused XOR + popcount + top-k selection,
+ * a distance scan for radius queries, and an open-addressing table that maps
+ * string ids to rows without one Python object per item.
+ *
+ * Every function takes plain buffers (numpy arrays through the buffer
+ * protocol), checks their sizes once, releases the GIL and trusts its inputs
+ * from there on.  The Python wrappers in index/kernels.py own the arrays.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+#endif
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* popcnt is in every x86-64 CPU since 2008; the function-level target keeps
+ * the rest of the module baseline so that it still loads anywhere. */
+#define HOT __attribute__((target("popcnt")))
+#else
+#define HOT
+#endif
+
+#define MAX_THREADS 64
+
+/* ------------------------------------------------------------------ */
+/* buffers                                                             */
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} buf_t;
+
+static int get_buf(PyObject *obj, buf_t *b, int writable, Py_ssize_t itemsize,
+                   const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    b->held = 0;
+    if (PyObject_GetBuffer(obj, &b->view, flags) < 0) {
+        return -1;
+    }
+    b->held = 1;
+    if (b->view.itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: expected items of %zd bytes, got %zd",
+                     name, itemsize, b->view.itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+static void release(buf_t *b) {
+    if (b->held) {
+        PyBuffer_Release(&b->view);
+        b->held = 0;
+    }
+}
+
+static Py_ssize_t n_items(const buf_t *b) { return b->view.len / b->view.itemsize; }
+
+/* ------------------------------------------------------------------ */
+/* top-k: a max-heap ordered by (distance, row)                         */
+
+static inline int heap_greater(int32_t da, int64_t ra, int32_t db, int64_t rb) {
+    return da > db || (da == db && ra > rb);
+}
+
+/* Replace the root (the current worst) with a better entry and sift down. */
+static inline void heap_replace_top(int32_t *d, int64_t *r, Py_ssize_t k,
+                                    int32_t nd, int64_t nr) {
+    Py_ssize_t i = 0;
+    for (;;) {
+        Py_ssize_t c = 2 * i + 1;
+        if (c >= k) break;
+        if (c + 1 < k && heap_greater(d[c + 1], r[c + 1], d[c], r[c])) c++;
+        if (!heap_greater(d[c], r[c], nd, nr)) break;
+        d[i] = d[c];
+        r[i] = r[c];
+        i = c;
+    }
+    d[i] = nd;
+    r[i] = nr;
+}
+
+/* In-place heap sort: the max-heap becomes ascending (distance, row). */
+static void heap_sort(int32_t *d, int64_t *r, Py_ssize_t k) {
+    for (Py_ssize_t end = k - 1; end > 0; end--) {
+        int32_t td = d[end];
+        int64_t tr = r[end];
+        d[end] = d[0];
+        r[end] = r[0];
+        heap_replace_top(d, r, end, td, tr);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* the scan                                                            */
+
+static inline HOT int32_t hamming(const uint64_t *a, const uint64_t *b, Py_ssize_t w) {
+    int32_t s = 0;
+    for (Py_ssize_t j = 0; j < w; j++) s += __builtin_popcountll(a[j] ^ b[j]);
+    return s;
+}
+
+/* Full (distance, row) comparison, so candidates may be offered in any order. */
+static inline HOT void consider(int32_t d, int64_t row, int32_t *hd, int64_t *hr,
+                                Py_ssize_t k, const uint8_t *dead) {
+    if (heap_greater(hd[0], hr[0], d, row) && !(dead && dead[row]))
+        heap_replace_top(hd, hr, k, d, row);
+}
+
+/*
+ * Scan rows [r0, r1) for one query.  Distances of eight rows are computed
+ * branch-free and only their minimum is compared with the heap's worst, so
+ * the common case (nothing qualifies) costs one well-predicted branch per
+ * eight rows.  Rows are visited in increasing order and must beat the worst
+ * strictly, so among equal distances the earlier row wins: the tie order is
+ * the row order.  W is a compile-time constant where it matters (see
+ * scan_block), which lets the compiler unroll the word loop.
+ */
+static inline HOT void scan_rows(const uint64_t *db, Py_ssize_t w, Py_ssize_t r0,
+                                 Py_ssize_t r1, const uint64_t *q, int32_t *hd,
+                                 int64_t *hr, Py_ssize_t k, const uint8_t *dead) {
+    Py_ssize_t i = r0;
+    int32_t worst = hd[0];
+    uint64_t ql[16];
+    if (w <= 16) {
+        memcpy(ql, q, (size_t)w * 8);
+        q = ql;
+    }
+    for (; i + 8 <= r1; i += 8) {
+        const uint64_t *p = db + i * w;
+        int32_t d0 = hamming(p, q, w), d1 = hamming(p + w, q, w);
+        int32_t d2 = hamming(p + 2 * w, q, w), d3 = hamming(p + 3 * w, q, w);
+        int32_t d4 = hamming(p + 4 * w, q, w), d5 = hamming(p + 5 * w, q, w);
+        int32_t d6 = hamming(p + 6 * w, q, w), d7 = hamming(p + 7 * w, q, w);
+        int32_t m01 = d0 < d1 ? d0 : d1, m23 = d2 < d3 ? d2 : d3;
+        int32_t m45 = d4 < d5 ? d4 : d5, m67 = d6 < d7 ? d6 : d7;
+        int32_t m03 = m01 < m23 ? m01 : m23, m47 = m45 < m67 ? m45 : m67;
+        if ((m03 < m47 ? m03 : m47) < worst) {
+            consider(d0, i, hd, hr, k, dead);
+            consider(d1, i + 1, hd, hr, k, dead);
+            consider(d2, i + 2, hd, hr, k, dead);
+            consider(d3, i + 3, hd, hr, k, dead);
+            consider(d4, i + 4, hd, hr, k, dead);
+            consider(d5, i + 5, hd, hr, k, dead);
+            consider(d6, i + 6, hd, hr, k, dead);
+            consider(d7, i + 7, hd, hr, k, dead);
+            worst = hd[0];
+        }
+    }
+    for (; i < r1; i++) consider(hamming(db + i * w, q, w), i, hd, hr, k, dead);
+}
+
+
+#ifdef HAVE_AVX2_PATH
+/*
+ * AVX2 versions for the common code sizes (up to 64 and up to 128 bits):
+ * popcount by nibble lookup (vpshufb) and byte sums (vpsadbw), four or
+ * eight rows per step, and one test of "any row below the worst" per step.
+ * They return the same rows in the same order as scan_rows.
+ */
+#define AVX2 __attribute__((target("avx2,popcnt")))
+
+static inline AVX2 __m256i popcount_lanes(__m256i x) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, nib));
+    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), nib));
+    return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
+}
+
+static AVX2 void scan_rows_w1_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1,
+                                   const uint64_t *q, int32_t *hd, int64_t *hr,
+                                   Py_ssize_t k, const uint8_t *dead) {
+    const __m256i qv = _mm256_set1_epi64x((long long)q[0]);
+    __m256i worst = _mm256_set1_epi64x(hd[0]);
+    int64_t d[8];
+    Py_ssize_t i = r0;
+    for (; i + 8 <= r1; i += 8) {
+        _mm_prefetch((const char *)(db + i + 128), _MM_HINT_T0);
+        __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i)), qv));
+        __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i + 4)), qv));
+        __m256i below = _mm256_or_si256(_mm256_cmpgt_epi64(worst, a), _mm256_cmpgt_epi64(worst, b));
+        if (!_mm256_testz_si256(below, below)) {
+            _mm256_storeu_si256((__m256i *)d, a);
+            _mm256_storeu_si256((__m256i *)(d + 4), b);
+            for (int j = 0; j < 8; j++) consider((int32_t)d[j], i + j, hd, hr, k, dead);
+            worst = _mm256_set1_epi64x(hd[0]);
+        }
+    }
+    for (; i < r1; i++) consider(__builtin_popcountll(db[i] ^ q[0]), i, hd, hr, k, dead);
+}
+
+static AVX2 void scan_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1,
+                                   const uint64_t *q, int32_t *hd, int64_t *hr,
+                                   Py_ssize_t k, const uint8_t *dead) {
+    const __m256i qv = _mm256_setr_epi64x((long long)q[0], (long long)q[1], (long long)q[0], (long long)q[1]);
+    __m256i worst = _mm256_set1_epi64x(hd[0]);
+    int64_t d[8];
+    Py_ssize_t i = r0;
+    for (; i + 8 <= r1; i += 8) {
+        const __m256i *p = (const __m256i *)(db + 2 * i);
+        _mm_prefetch((const char *)(db + 2 * i + 256), _MM_HINT_T0);
+        _mm_prefetch((const char *)(db + 2 * i + 264), _MM_HINT_T0);
+        /* each vector holds two rows of two words; lane sums are per word */
+        __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p), qv));
+        __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 1), qv));
+        __m256i c = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 2), qv));
+        __m256i e = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 3), qv));
+        /* rows (0, 2, 1, 3) and (4, 6, 5, 7) */
+        __m256i ab = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+        __m256i ce = _mm256_add_epi64(_mm256_unpacklo_epi64(c, e), _mm256_unpackhi_epi64(c, e));
+        __m256i below = _mm256_or_si256(_mm256_cmpgt_epi64(worst, ab), _mm256_cmpgt_epi64(worst, ce));
+        if (!_mm256_testz_si256(below, below)) {
+            static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+            _mm256_storeu_si256((__m256i *)d, ab);
+            _mm256_storeu_si256((__m256i *)(d + 4), ce);
+            for (int j = 0; j < 8; j++) consider((int32_t)d[j], i + order[j], hd, hr, k, dead);
+            worst = _mm256_set1_epi64x(hd[0]);
+        }
+    }
+    for (; i < r1; i++) consider(hamming(db + 2 * i, q, 2), i, hd, hr, k, dead);
+}
+
+static int use_avx2 = 0;
+#endif
+
+static HOT void scan_block(const uint64_t *db, Py_ssize_t w, Py_ssize_t r0, Py_ssize_t r1,
+                           const uint64_t *q, int32_t *hd, int64_t *hr, Py_ssize_t k,
+                           const uint8_t *dead) {
+#ifdef HAVE_AVX2_PATH
+    if (use_avx2 && w == 1) return scan_rows_w1_avx2(db, r0, r1, q, hd, hr, k, dead);
+    if (use_avx2 && w == 2) return scan_rows_w2_avx2(db, r0, r1, q, hd, hr, k, dead);
+#endif
+    switch (w) {
+        case 1: scan_rows(db, 1, r0, r1, q, hd, hr, k, dead); break;
+        case 2: scan_rows(db, 2, r0, r1, q, hd, hr, k, dead); break;
+        case 3: scan_rows(db, 3, r0, r1, q, hd, hr, k, dead); break;
+        case 4: scan_rows(db, 4, r0, r1, q, hd, hr, k, dead); break;
+        default: scan_rows(db, w, r0, r1, q, hd, hr, k, dead); break;
+    }
+}
+
+typedef struct {
+    const uint64_t *db;
+    const uint64_t *queries;
+    const uint8_t *dead;
+    Py_ssize_t w, nq, k, r0, r1;
+    int32_t limit;
+    int32_t *hd; /* nq * k */
+    int64_t *hr;
+} knn_job_t;
+
+/*
+ * Rows are visited in blocks that stay in L2 while every query of the batch
+ * passes over them, so a batch reads the database from memory once.
+ */
+static void *knn_run(void *arg) {
+    knn_job_t *job = (knn_job_t *)arg;
+    const Py_ssize_t w = job->w, k = job->k;
+    Py_ssize_t block = (256 * 1024) / (8 * w);
+    if (block < 64) block = 64;
+    for (Py_ssize_t i = 0; i < job->nq * k; i++) {
+        job->hd[i] = job->limit;
+        job->hr[i] = -1;
+    }
+    for (Py_ssize_t b0 = job->r0; b0 < job->r1; b0 += block) {
+        Py_ssize_t b1 = b0 + block < job->r1 ? b0 + block : job->r1;
+        for (Py_ssize_t qi = 0; qi < job->nq; qi++) {
+            scan_block(job->db, w, b0, b1, job->queries + qi * w, job->hd + qi * k,
+                       job->hr + qi * k, k, job->dead);
+        }
+    }
+    for (Py_ssize_t qi = 0; qi < job->nq; qi++) heap_sort(job->hd + qi * k, job->hr + qi * k, k);
+    return NULL;
+}
+
+/* Merge the per-thread sorted lists of one query into the first k entries. */
+static void merge_lists(knn_job_t *jobs, int nt, Py_ssize_t qi, Py_ssize_t k,
+                        int32_t *out_d, int64_t *out_r) {
+    Py_ssize_t pos[MAX_THREADS] = {0};
+    for (Py_ssize_t o = 0; o < k; o++) {
+        int best = -1;
+        for (int t = 0; t < nt; t++) {
+            if (pos[t] >= k) continue;
+            Py_ssize_t at = qi * k + pos[t];
+            if (best < 0) {
+                best = t;
+                continue;
+            }
+            Py_ssize_t bt = qi * k + pos[best];
+            /* unused slots (row -1) sort last */
+            int64_t ra = jobs[t].hr[at], rb = jobs[best].hr[bt];
+            if (rb < 0 && ra >= 0) best = t;
+            else if (ra >= 0 && heap_greater(jobs[best].hd[bt], rb, jobs[t].hd[at], ra)) best = t;
+        }
+        Py_ssize_t at = qi * k + pos[best]++;
+        out_d[o] = jobs[best].hd[at];
+        out_r[o] = jobs[best].hr[at];
+    }
+}
+
+static PyObject *py_knn(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"db", "n", "words", "queries", "k", "limit",
+                            "out_dist", "out_rows", "dead", "threads", NULL};
+    PyObject *o_db, *o_q, *o_od, *o_or, *o_dead = Py_None;
+    Py_ssize_t n, w, k;
+    int limit, threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OnnOniOO|Oi", names, &o_db, &n, &w, &o_q, &k,
+                                     &limit, &o_od, &o_or, &o_dead, &threads))
+        return NULL;
+    buf_t db = {0}, q = {0}, od = {0}, orow = {0}, dead = {0};
+    PyObject *result = NULL;
+    if (get_buf(o_db, &db, 0, 8, "db") < 0 || get_buf(o_q, &q, 0, 8, "queries") < 0 ||
+        get_buf(o_od, &od, 1, 4, "out_dist") < 0 || get_buf(o_or, &orow, 1, 8, "out_rows") < 0)
+        goto done;
+    if (o_dead != Py_None && get_buf(o_dead, &dead, 0, 1, "dead") < 0) goto done;
+    if (w < 1 || k < 1 || n < 0 || n * w > n_items(&db) || n_items(&q) % w != 0) {
+        PyErr_SetString(PyExc_ValueError, "knn: inconsistent sizes");
+        goto done;
+    }
+    Py_ssize_t nq = n_items(&q) / w;
+    if (n_items(&od) < nq * k || n_items(&orow) < nq * k || (dead.held && n_items(&dead) < n)) {
+        PyErr_SetString(PyExc_ValueError, "knn: output or mask too small");
+        goto done;
+    }
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (n < 65536 * (Py_ssize_t)threads) threads = (int)(n / 65536) > 0 ? (int)(n / 65536) : 1;
+
+    knn_job_t jobs[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS;
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = (knn_job_t){.db = db.view.buf, .queries = q.view.buf,
+                              .dead = dead.held ? dead.view.buf : NULL, .w = w, .nq = nq, .k = k,
+                              .r0 = n * t / threads, .r1 = n * (t + 1) / threads, .limit = limit};
+        if (threads == 1) {
+            jobs[t].hd = od.view.buf;
+            jobs[t].hr = orow.view.buf;
+        } else {
+            jobs[t].hd = malloc(sizeof(int32_t) * nq * k);
+            jobs[t].hr = malloc(sizeof(int64_t) * nq * k);
+            if (!jobs[t].hd || !jobs[t].hr) ok = 0;
+        }
+    }
+    if (ok && threads == 1) {
+        knn_run(&jobs[0]);
+    } else if (ok) {
+        for (int t = 1; t < threads; t++)
+            started[t] = pthread_create(&tids[t], NULL, knn_run, &jobs[t]) == 0;
+        knn_run(&jobs[0]);
+        for (int t = 1; t < threads; t++) {
+            if (started[t]) pthread_join(tids[t], NULL);
+            else knn_run(&jobs[t]);
+        }
+        for (Py_ssize_t qi = 0; qi < nq; qi++)
+            merge_lists(jobs, threads, qi, k, (int32_t *)od.view.buf + qi * k,
+                        (int64_t *)orow.view.buf + qi * k);
+    }
+    if (threads > 1) {
+        for (int t = 0; t < threads; t++) {
+            free(jobs[t].hd);
+            free(jobs[t].hr);
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    if (!ok) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release(&db); release(&q); release(&od); release(&orow); release(&dead);
+    return result;
+}
+
+static HOT void distances_run(const uint64_t *db, Py_ssize_t n, Py_ssize_t w,
+                              const uint64_t *q, uint16_t *out) {
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = (uint16_t)hamming(db + i * w, q, w);
+}
+
+static PyObject *py_distances(PyObject *self, PyObject *args) {
+    PyObject *o_db, *o_q, *o_out;
+    Py_ssize_t n, w;
+    if (!PyArg_ParseTuple(args, "OnnOO", &o_db, &n, &w, &o_q, &o_out)) return NULL;
+    buf_t db = {0}, q = {0}, out = {0};
+    PyObject *result = NULL;
+    if (get_buf(o_db, &db, 0, 8, "db") < 0 || get_buf(o_q, &q, 0, 8, "query") < 0 ||
+        get_buf(o_out, &out, 1, 2, "out") < 0)
+        goto done;
+    if (w < 1 || n < 0 || n * w > n_items(&db) || n_items(&q) != w || n_items(&out) < n) {
+        PyErr_SetString(PyExc_ValueError, "distances: inconsistent sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    distances_run(db.view.buf, n, w, q.view.buf, out.view.buf);
+    Py_END_ALLOW_THREADS;
+    result = Py_NewRef(Py_None);
+done:
+    release(&db); release(&q); release(&out);
+    return result;
+}
+
+/* ------------------------------------------------------------------ */
+/* id table                                                            */
+/*
+ * Slots hold (high 32 bits of the id's hash) << 32 | (row + 1); 0 is empty.
+ * Linear probing with backward-shift deletion, so there are no tombstones.
+ * Ids live in a byte blob (starts/lens per row), owned by Python.
+ */
+
+static inline uint64_t hash_id(const uint8_t *p, Py_ssize_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+typedef struct {
+    uint64_t *slots;
+    Py_ssize_t mask;
+    const uint8_t *blob;
+    const int64_t *starts;
+    const int32_t *lens;
+} idtab_t;
+
+static inline int row_matches(const idtab_t *t, int64_t row, const uint8_t *p, Py_ssize_t n) {
+    return t->lens[row] == n && memcmp(t->blob + t->starts[row], p, (size_t)n) == 0;
+}
+
+/* Returns the slot holding the id, or -(first empty slot) - 1. */
+static Py_ssize_t idtab_probe(const idtab_t *t, const uint8_t *p, Py_ssize_t n, uint64_t h) {
+    uint64_t tag = h & 0xFFFFFFFF00000000ULL;
+    Py_ssize_t s = (Py_ssize_t)(h & (uint64_t)t->mask);
+    for (;;) {
+        uint64_t e = t->slots[s];
+        if (e == 0) return -s - 1;
+        if ((e & 0xFFFFFFFF00000000ULL) == tag &&
+            row_matches(t, (int64_t)(e & 0xFFFFFFFFULL) - 1, p, n))
+            return s;
+        s = (s + 1) & t->mask;
+    }
+}
+
+static void idtab_delete_slot(idtab_t *t, Py_ssize_t hole) {
+    Py_ssize_t s = hole;
+    for (;;) {
+        s = (s + 1) & t->mask;
+        uint64_t e = t->slots[s];
+        if (e == 0) break;
+        int64_t row = (int64_t)(e & 0xFFFFFFFFULL) - 1;
+        Py_ssize_t home = (Py_ssize_t)(hash_id(t->blob + t->starts[row], t->lens[row]) & (uint64_t)t->mask);
+        /* move e into the hole unless its home lies cyclically in (hole, s] */
+        int stays = hole <= s ? (home > hole && home <= s) : (home > hole || home <= s);
+        if (!stays) {
+            t->slots[hole] = e;
+            hole = s;
+        }
+    }
+    t->slots[hole] = 0;
+}
+
+/* Parse the table and the blob describing the rows' ids. */
+static int idtab_open(PyObject *o_slots, PyObject *o_blob, PyObject *o_starts, PyObject *o_lens,
+                      buf_t *bs, buf_t *bb, buf_t *bst, buf_t *bl, idtab_t *t) {
+    if (get_buf(o_slots, bs, 1, 8, "slots") < 0 || get_buf(o_blob, bb, 0, 1, "blob") < 0 ||
+        get_buf(o_starts, bst, 0, 8, "starts") < 0 || get_buf(o_lens, bl, 0, 4, "lens") < 0)
+        return -1;
+    Py_ssize_t m = n_items(bs);
+    if (m < 2 || (m & (m - 1)) != 0 || n_items(bst) != n_items(bl)) {
+        PyErr_SetString(PyExc_ValueError, "id table: slots must be a power of two; starts/lens must match");
+        return -1;
+    }
+    *t = (idtab_t){bs->view.buf, m - 1, bb->view.buf, bst->view.buf, bl->view.buf};
+    return 0;
+}
+
+/*
+ * lookup(slots, blob, starts, lens, qblob, qstarts, qlens, out_rows):
+ * out_rows[i] = row of query id i, or -1.
+ */
+static PyObject *py_id_lookup(PyObject *self, PyObject *args) {
+    PyObject *a[8];
+    if (!PyArg_ParseTuple(args, "OOOOOOOO", &a[0], &a[1], &a[2], &a[3], &a[4], &a[5], &a[6], &a[7]))
+        return NULL;
+    buf_t bs = {0}, bb = {0}, bst = {0}, bl = {0}, qb = {0}, qs = {0}, ql = {0}, out = {0};
+    idtab_t t;
+    PyObject *result = NULL;
+    if (idtab_open(a[0], a[1], a[2], a[3], &bs, &bb, &bst, &bl, &t) < 0) goto done;
+    if (get_buf(a[4], &qb, 0, 1, "qblob") < 0 || get_buf(a[5], &qs, 0, 8, "qstarts") < 0 ||
+        get_buf(a[6], &ql, 0, 4, "qlens") < 0 || get_buf(a[7], &out, 1, 8, "out") < 0)
+        goto done;
+    Py_ssize_t nq = n_items(&qs);
+    if (n_items(&ql) != nq || n_items(&out) < nq) {
+        PyErr_SetString(PyExc_ValueError, "id lookup: inconsistent sizes");
+        goto done;
+    }
+    const uint8_t *qblob = qb.view.buf;
+    const int64_t *qstarts = qs.view.buf;
+    const int32_t *qlens = ql.view.buf;
+    int64_t *rows = out.view.buf;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        const uint8_t *p = qblob + qstarts[i];
+        Py_ssize_t s = idtab_probe(&t, p, qlens[i], hash_id(p, qlens[i]));
+        rows[i] = s >= 0 ? (int64_t)(t.slots[s] & 0xFFFFFFFFULL) - 1 : -1;
+    }
+    Py_END_ALLOW_THREADS;
+    result = Py_NewRef(Py_None);
+done:
+    release(&bs); release(&bb); release(&bst); release(&bl);
+    release(&qb); release(&qs); release(&ql); release(&out);
+    return result;
+}
+
+/*
+ * insert(slots, blob, starts, lens, rows): add the given rows, whose ids are
+ * not in the table yet.  The caller keeps the load factor below 3/4.
+ */
+static PyObject *py_id_insert(PyObject *self, PyObject *args) {
+    PyObject *a[5];
+    if (!PyArg_ParseTuple(args, "OOOOO", &a[0], &a[1], &a[2], &a[3], &a[4])) return NULL;
+    buf_t bs = {0}, bb = {0}, bst = {0}, bl = {0}, br = {0};
+    idtab_t t;
+    PyObject *result = NULL;
+    if (idtab_open(a[0], a[1], a[2], a[3], &bs, &bb, &bst, &bl, &t) < 0) goto done;
+    if (get_buf(a[4], &br, 0, 8, "rows") < 0) goto done;
+    const int64_t *rows = br.view.buf;
+    Py_ssize_t nr = n_items(&br), nrows = n_items(&bst);
+    for (Py_ssize_t i = 0; i < nr; i++) {
+        if (rows[i] < 0 || rows[i] >= nrows || rows[i] >= 0xFFFFFFFFLL) {
+            PyErr_SetString(PyExc_ValueError, "id insert: row out of range");
+            goto done;
+        }
+    }
+    int duplicate = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < nr && !duplicate; i++) {
+        const uint8_t *p = t.blob + t.starts[rows[i]];
+        uint64_t h = hash_id(p, t.lens[rows[i]]);
+        Py_ssize_t s = idtab_probe(&t, p, t.lens[rows[i]], h);
+        if (s >= 0) duplicate = 1;
+        else t.slots[-s - 1] = (h & 0xFFFFFFFF00000000ULL) | (uint64_t)(rows[i] + 1);
+    }
+    Py_END_ALLOW_THREADS;
+    if (duplicate) {
+        PyErr_SetString(PyExc_KeyError, "id insert: id already present");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release(&bs); release(&bb); release(&bst); release(&bl); release(&br);
+    return result;
+}
+
+/* remove(slots, blob, starts, lens, rows): drop the given rows' ids. */
+static PyObject *py_id_remove(PyObject *self, PyObject *args) {
+    PyObject *a[5];
+    if (!PyArg_ParseTuple(args, "OOOOO", &a[0], &a[1], &a[2], &a[3], &a[4])) return NULL;
+    buf_t bs = {0}, bb = {0}, bst = {0}, bl = {0}, br = {0};
+    idtab_t t;
+    PyObject *result = NULL;
+    if (idtab_open(a[0], a[1], a[2], a[3], &bs, &bb, &bst, &bl, &t) < 0) goto done;
+    if (get_buf(a[4], &br, 0, 8, "rows") < 0) goto done;
+    const int64_t *rows = br.view.buf;
+    Py_ssize_t nr = n_items(&br), nrows = n_items(&bst);
+    for (Py_ssize_t i = 0; i < nr; i++) {
+        if (rows[i] < 0 || rows[i] >= nrows) {
+            PyErr_SetString(PyExc_ValueError, "id remove: row out of range");
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < nr; i++) {
+        const uint8_t *p = t.blob + t.starts[rows[i]];
+        Py_ssize_t s = idtab_probe(&t, p, t.lens[rows[i]], hash_id(p, t.lens[rows[i]]));
+        if (s >= 0) idtab_delete_slot(&t, s);
+    }
+    Py_END_ALLOW_THREADS;
+    result = Py_NewRef(Py_None);
+done:
+    release(&bs); release(&bb); release(&bst); release(&bl); release(&br);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"knn", (PyCFunction)(void (*)(void))py_knn, METH_VARARGS | METH_KEYWORDS,
+     "knn(db, n, words, queries, k, limit, out_dist, out_rows, dead=None, threads=1)\n"
+     "Exact top-k rows by Hamming distance, ascending (distance, row); unused slots get row -1."},
+    {"distances", py_distances, METH_VARARGS,
+     "distances(db, n, words, query, out): Hamming distance of every row to one query (uint16)."},
+    {"id_lookup", py_id_lookup, METH_VARARGS,
+     "id_lookup(slots, blob, starts, lens, qblob, qstarts, qlens, out_rows)"},
+    {"id_insert", py_id_insert, METH_VARARGS, "id_insert(slots, blob, starts, lens, rows)"},
+    {"id_remove", py_id_remove, METH_VARARGS, "id_remove(slots, blob, starts, lens, rows)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel",
+                                    "Compiled core of the Hamming index.", -1, methods};
+
+PyMODINIT_FUNC PyInit__kernel(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    const char *path = "scalar";
+#ifdef HAVE_AVX2_PATH
+    __builtin_cpu_init();
+    use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") &&
+               getenv("HAMMING_KERNEL_SCALAR") == NULL;
+    if (use_avx2) path = "avx2";
+#endif
+    if (PyModule_AddStringConstant(m, "simd", path) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
