@@ -1,0 +1,106 @@
+"""The report layer (numbers, JSON, Markdown, figures) and the evaluation CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.evaluate import compare_methods, evaluate_codes, evaluate_features, markdown_summary, write_report
+from model.metrics import mean_average_precision, precision_at_n, precision_within_radius
+
+
+def labelled_codes(seed: int, n_queries=20, n_db=120, bits=32, classes=4):
+    """Codes near a per-class centre, so the metrics land well away from 0 and 1."""
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(0, 2, (classes, bits))
+
+    def draw(n):
+        cls = rng.integers(0, classes, n)
+        flips = rng.random((n, bits)) < 0.25
+        return np.packbits(centres[cls] ^ flips, axis=1), np.eye(classes, dtype=np.uint8)[cls]
+
+    query_codes, query_labels = draw(n_queries)
+    db_codes, db_labels = draw(n_db)
+    return query_codes, query_labels, db_codes, db_labels
+
+
+def test_evaluate_codes_reports_the_metric_functions_values():
+    q, ql, db, dbl = labelled_codes(0)
+    report = evaluate_codes(q, ql, db, dbl, 32, topks=(None, 10), radius=2, ns=(1, 5))
+    metrics = report["metrics"]
+    assert list(metrics) == ["mAP@all", "mAP@10", "P@H<=2", "empty@H<=2", "P@1", "P@5"]
+    assert metrics["mAP@all"] == pytest.approx(mean_average_precision(q, ql, db, dbl))
+    assert metrics["mAP@10"] == pytest.approx(mean_average_precision(q, ql, db, dbl, 10))
+    assert 0.3 < metrics["mAP@all"] < 1.0
+    within = precision_within_radius(q, ql, db, dbl, 2)
+    assert (metrics["P@H<=2"], metrics["empty@H<=2"]) == pytest.approx(tuple(within))
+    assert report["precision_at_n"] == pytest.approx({str(n): p for n, p in precision_at_n(q, ql, db, dbl, (1, 5)).items()})
+    assert report["pr_curve"]["radius"] == list(range(33))
+    assert len(report["pr_curve"]["precision"]) == len(report["pr_curve"]["recall"]) == 33
+    assert report["pr_curve"]["recall"][-1] == pytest.approx(1.0)
+
+
+def test_evaluate_codes_checks_the_bit_length():
+    q, ql, db, dbl = labelled_codes(0)
+    with pytest.raises(ValueError, match="64-bit"):
+        evaluate_codes(q, ql, db, dbl, 64)
+
+
+def test_cosine_on_codes_as_features_equals_hamming():
+    """64 bits: unit vectors with entries +-1/8, so every cosine and every tie is exact in float32."""
+    q, ql, db, dbl = labelled_codes(1, bits=64)
+    signs = lambda codes: np.unpackbits(codes, axis=1).astype(np.float32) * 2 - 1  # noqa: E731
+    as_features = evaluate_features(signs(q), ql, signs(db), dbl, topks=(None,), ns=(1, 5))
+    as_codes = evaluate_codes(q, ql, db, dbl, 64, topks=(None,), ns=(1, 5))
+    assert as_features["kind"] == "float" and as_features["dims"] == 64
+    assert as_features["metrics"]["mAP@all"] == pytest.approx(as_codes["metrics"]["mAP@all"])
+    assert as_features["precision_at_n"] == pytest.approx(as_codes["precision_at_n"])
+
+
+def comparison():
+    q, ql, db, dbl = labelled_codes(2)
+    noisy_q, noisy_db = q ^ np.uint8(0b0101_0101), db ^ np.uint8(0b0101_0101)
+    rng = np.random.default_rng(0)
+    features = (rng.standard_normal((len(q), 8)), rng.standard_normal((len(db), 8)))
+    return compare_methods(ql, dbl, codes={"hashnet": (q, db), "flipped": (noisy_q, noisy_db)},
+                           features={"cosine": features}, topks=(None, 10), ns=(1, 10))
+
+
+def test_compare_methods_evaluates_every_method_on_the_same_sets():
+    report = comparison()
+    assert report["n_queries"] == 20 and report["n_database"] == 120
+    assert list(report["methods"]) == ["hashnet", "flipped", "cosine"]
+    # Flipping the same bits in every code changes no distance: same numbers.
+    assert report["methods"]["flipped"]["metrics"] == report["methods"]["hashnet"]["metrics"]
+    assert "P@H<=2" not in report["methods"]["cosine"]["metrics"]
+    assert report["conventions"]["queries_without_hits"] == "zero"
+
+
+def test_write_report_writes_json_markdown_and_figures(tmp_path):
+    report = {**comparison(), "run": {"checkpoint": "ckpt/run1", "data": "grocery"}}
+    paths = write_report(report, tmp_path / "out")
+    names = sorted(path.name for path in paths)
+    assert names == ["precision_at_n.png", "precision_recall.png", "summary.json", "summary.md"]
+    for path in paths:
+        assert path.parent == tmp_path / "out" and path.stat().st_size > 0
+
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["methods"]["hashnet"]["metrics"] == pytest.approx(report["methods"]["hashnet"]["metrics"])
+    assert saved["figures"] == ["precision_recall.png", "precision_at_n.png"]
+
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert table[0] == "| method | mAP@all | mAP@10 | P@H<=2 | empty@H<=2 | P@1 | P@10 |"
+    assert table[1] == "|---|---|---|---|---|---|---|"
+    hashnet_map = report["methods"]["hashnet"]["metrics"]["mAP@all"]
+    assert table[2].startswith(f"| hashnet | {hashnet_map:.4f} |")
+    # The cosine ceiling has no radius metric: a dash, not a number.
+    assert table[4].split(" | ")[3:5] == ["-", "-"]
+    assert "- checkpoint: `ckpt/run1`" in markdown
+    assert "![precision_recall](precision_recall.png)" in markdown
+
+
+def test_markdown_lists_figures_made_elsewhere():
+    report = {**comparison(), "figures": ["tsne_hashnet.png"]}
+    assert "![tsne_hashnet](tsne_hashnet.png)" in markdown_summary(report)
