@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml setup.py index/_kernel.c
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The service on 127.0.0.1:8000 (DEEPHASH_* variables configure it); the first start
+# indexes the sample catalogue in the background, and /ready says when it is in.
 run: install
-	$(BIN)/python -m bench.index_bench --quick
+	$(BIN)/python -m service serve
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,124 @@
+"""The FastAPI application: lifespan-loaded resources, routers per resource, the search page."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from service.catalogue import CATALOGUE_URL, catalogue_root, read_catalogue
+from service.deps import AppState
+from service.errors import install_error_handlers
+from service.indexing import Progress, index_catalogue
+from service.jobs.local import LocalJobStore
+from service.jobs.redis import RedisJobStore
+from service.jobs.runner import JobRunner
+from service.jobs.store import JobStore
+from service.metrics import Metrics
+from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.resources import Resources, open_resources
+from service.routes import items, jobs, ops, search
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+UI_DIR = Path(__file__).parent / "ui"
+# Multipart boundaries and part headers around one uploaded image.
+MULTIPART_OVERHEAD = 64 * 1024
+# Bodies of routes that take no upload (none of them reads one).
+DEFAULT_MAX_BODY = 64 * 1024
+# The page loads only its own files; thumbnails may come from the catalogue's image URLs anywhere.
+UI_POLICY = ("default-src 'self'; img-src 'self' data: http: https:; object-src 'none'; base-uri 'none'; "
+             "frame-ancestors 'none'")
+
+
+def open_job_store(settings: Settings) -> JobStore:
+    if settings.redis_url:
+        return RedisJobStore(settings.redis_url, settings.redis_namespace, settings.job_ttl_s)
+    return LocalJobStore(settings.jobs_path, settings.job_ttl_s)
+
+
+async def _index_sample_catalogue(resources: Resources, source: Path, progress: Progress) -> None:
+    started = time.perf_counter()
+    try:
+        catalogue = await asyncio.to_thread(read_catalogue, source, CATALOGUE_URL)
+        await index_catalogue(resources, catalogue, progress, skip_present=True)
+    except Exception as exc:  # noqa: BLE001 - reported by /ready; the service still serves what it has
+        progress.state, progress.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.exception("indexing the sample catalogue failed")
+        return
+    log.info("sample catalogue indexed", extra={"source": str(source), "encoded": progress.done,
+                                                "rejected": progress.failed, "items": len(resources.index),
+                                                "seconds": round(time.perf_counter() - started, 1)})
+
+
+def _sample_catalogue(settings: Settings) -> Path | None:
+    source = settings.sample_catalogue_path
+    if source is not None and not source.exists():
+        log.warning("sample catalogue not found; serving without it",
+                    extra={"source": str(source), "hint": "set DEEPHASH_DATA_DIR, or DEEPHASH_SAMPLE_CATALOGUE="})
+        return None
+    return source
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    async with open_resources(settings, metrics) as resources:
+        runner = JobRunner(open_job_store(settings), resources)
+        await runner.start()
+        source: Path | None = app.state.sample_catalogue
+        progress = Progress() if source else None
+        # In the background: /health answers at once, /ready once the catalogue is in.
+        loader = asyncio.create_task(_index_sample_catalogue(resources, source, progress)) if source else None
+        metrics.watch("deephash_index_items", "Items in the index", lambda: len(resources.index))
+        metrics.watch("deephash_queue_admitted", "Images admitted for decode and encode",
+                      lambda: resources.pipeline.batcher.admitted)
+        app.state.service = AppState(settings, resources, runner, progress)
+        log.info("service ready to accept requests", extra={"host": settings.host, "port": settings.port})
+        try:
+            yield
+        finally:
+            if loader is not None:
+                loader.cancel()
+                await asyncio.gather(loader, return_exceptions=True)
+            await runner.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for `settings` (default: from the environment); resources load when it starts."""
+    settings = settings or get_settings()
+    app = FastAPI(title="deephash", version="0.1.0", lifespan=lifespan,
+                  description="Image retrieval by deep hashing: upload an image, get the catalogue items whose "
+                              "binary codes are nearest in Hamming distance.")
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, default=DEFAULT_MAX_BODY,
+                       limits={"/search": settings.max_upload_bytes + MULTIPART_OVERHEAD,
+                               "/index": settings.max_index_bytes})
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)  # outermost: sees every response
+    # search first: its /items/{id}/similar must be matched before items' /items/{id}.
+    app.include_router(search.router)
+    app.include_router(items.router,
+                       form_limits={"max_files": settings.max_index_items, "max_part_size": settings.max_index_bytes})
+    app.include_router(jobs.router)
+    app.include_router(ops.router)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(UI_DIR / "index.html", headers={"Content-Security-Policy": UI_POLICY})
+
+    app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
+    app.state.sample_catalogue = _sample_catalogue(settings)
+    if app.state.sample_catalogue is not None:
+        app.mount(CATALOGUE_URL.rstrip("/"), StaticFiles(directory=catalogue_root(app.state.sample_catalogue)),
+                  name="catalogue")
+    return app

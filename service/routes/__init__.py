@@ -1,0 +1,1 @@
+"""One router per resource: search, catalogue items (and bulk indexing), jobs, operations."""
