@@ -99,11 +99,16 @@ class ITQ(LinearHash):
 
 
 def _principal_components(centred: np.ndarray, count: int) -> np.ndarray:
-    """The `count` leading eigenvectors of the covariance, as columns [F, count]."""
-    if count > centred.shape[1]:
-        raise ValueError(f"cannot project {centred.shape[1]}-dimensional features onto {count} principal components")
-    covariance = centred.T @ centred / max(len(centred) - 1, 1)
-    _, vectors = np.linalg.eigh(covariance)  # ascending eigenvalues
+    """The `count` leading principal directions, as columns [F, count]."""
+    n, dims = centred.shape
+    if count > min(n, dims):
+        raise ValueError(f"cannot take {count} principal components of {n} samples of {dims}-dimensional features")
+    if n < dims:
+        # Fewer samples than dimensions: the thin SVD of the data is far
+        # cheaper than the F x F eigenproblem and gives the same directions.
+        _, _, rows = np.linalg.svd(centred, full_matrices=False)
+        return rows[:count].T
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
     return vectors[:, ::-1][:, :count]
 
 

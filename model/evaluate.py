@@ -7,14 +7,24 @@ checkpoint's encoder and feeds the pure layer.
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from model import plots
+from model.baselines import ITQ, LSH, LinearHash, SignPCA
+from model.data import ImageDataset, LabelledImages, load_splits
+from model.encoder import Encoder
 from model.metrics import (
     QueriesWithoutHits,
     precision_recall_curve,
@@ -182,3 +192,178 @@ def _precision_entries(precisions: Mapping[int, float]) -> dict[str, float]:
 
 def _format(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+# ------------------------------------------------------------------------ CLI
+
+# Each baseline is built from (bits, seed) and fitted on the training split's features.
+HASH_BASELINES: dict[str, Callable[[int, int], LinearHash]] = {
+    "lsh": lambda bits, seed: LSH(bits, seed=seed),
+    "itq": lambda bits, seed: ITQ(bits, seed=seed),
+    "pca": lambda bits, seed: SignPCA(bits),
+}
+FLOAT_BASELINES = ("cosine",)
+CACHE_DIR_NAME = "cache"
+LOSS_LOG_NAME = "loss.jsonl"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One split run through the encoder: HashNet codes, and backbone features when a baseline needs them."""
+
+    codes: np.ndarray
+    features: np.ndarray | None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    out_dir = Path(args.out)
+    encoder = load_encoder(args.checkpoint, args.device)
+    splits = load_splits(args.data, args.data_dir)
+    needs_training_split = any(name in HASH_BASELINES for name in args.baselines)
+
+    encode = partial(_encode_cached, encoder, cache_dir=out_dir / CACHE_DIR_NAME, with_features=bool(args.baselines),
+                     batch_size=args.batch_size, workers=args.workers)
+    query, database = encode("query", splits.query), encode("database", splits.database)
+    train = None
+    if needs_training_split:
+        # grocery, folder: and list: train on the database itself: encode it once.
+        train = database if splits.train.paths == splits.database.paths else encode("train", splits.train)
+
+    codes = {"hashnet": (query.codes, database.codes)}
+    features = {}
+    for name in args.baselines:
+        if name in HASH_BASELINES:
+            method = HASH_BASELINES[name](encoder.bits, args.seed).fit(train.features)
+            codes[name] = (method.encode(query.features), method.encode(database.features))
+        else:
+            features[name] = (query.features, database.features)
+    report = compare_methods(splits.query.labels, splits.database.labels, codes=codes, features=features,
+                             topks=args.topk, radius=args.radius, ns=args.n,
+                             queries_without_hits=args.queries_without_hits)
+    report["run"] = {
+        "checkpoint": str(args.checkpoint),
+        "fingerprint": encoder.fingerprint,
+        "bits": encoder.bits,
+        "data": args.data,
+        "baselines fitted on": f"training split, {len(splits.train)} images" if needs_training_split else "-",
+    }
+    report["figures"] = _extra_figures(args, out_dir, database.codes, splits.database)
+    for path in write_report(report, out_dir):
+        print(path)
+    print(markdown_summary({**report, "figures": []}), end="")
+    return 0
+
+
+def load_encoder(checkpoint: str | Path, device: str | None) -> Encoder:
+    return Encoder.from_checkpoint(checkpoint, device=device)
+
+
+def encode_images(encoder: Encoder, images: LabelledImages, *, with_features: bool, batch_size: int = 64,
+                  workers: int = 0) -> Encoded:
+    """Run every image through the checkpoint's own eval transform and encoder, in file order."""
+    loader = DataLoader(ImageDataset(images, encoder.preprocess_image), batch_size=batch_size, num_workers=workers)
+    codes, features = [], []
+    for batch, _labels in tqdm(loader, desc=f"encoding {len(images)} images", unit="batch", leave=False):
+        codes.append(encoder.encode_tensors(batch))
+        if with_features:
+            features.append(encoder.features(batch))
+    return Encoded(np.concatenate(codes), np.concatenate(features) if with_features else None)
+
+
+def _encode_cached(encoder: Encoder, name: str, images: LabelledImages, *, cache_dir: Path, with_features: bool,
+                   batch_size: int, workers: int) -> Encoded:
+    """Encode a split, or reuse the out dir's copy when checkpoint and image list are unchanged.
+
+    Encoding is the slow part (minutes on the CPU for the CIFAR-10 database);
+    re-running with other metrics or baselines then takes seconds.
+    """
+    key = _cache_key(encoder.fingerprint, images.paths)
+    path = cache_dir / f"{name}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            if str(cached["key"]) == key and (not with_features or "features" in cached):
+                return Encoded(cached["codes"], cached["features"] if with_features else None)
+    encoded = encode_images(encoder, images, with_features=with_features, batch_size=batch_size, workers=workers)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    arrays = {"key": np.array(key), "codes": encoded.codes}
+    if encoded.features is not None:
+        arrays["features"] = encoded.features
+    temporary = path.with_name(path.stem + ".tmp.npz")
+    np.savez(temporary, **arrays)
+    temporary.replace(path)
+    return encoded
+
+
+def _cache_key(fingerprint: str, paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256(fingerprint.encode())
+    for path in paths:
+        digest.update(b"\0" + str(Path(path).resolve()).encode())
+    return digest.hexdigest()
+
+
+def _extra_figures(args: argparse.Namespace, out_dir: Path, db_codes: np.ndarray, database: LabelledImages) -> list[str]:
+    figures = []
+    if args.tsne:
+        figures.append(plots.plot_code_tsne(db_codes, database.labels, out_dir / "tsne_hashnet.png",
+                                            class_names=database.class_names, seed=args.seed).name)
+    if args.run_dir is not None:
+        records = load_loss_records(args.run_dir)
+        figures.append(plots.plot_loss_by_stage(records, out_dir / "loss_by_stage.png").name)
+    return figures
+
+
+def load_loss_records(run_dir: str | Path) -> list[dict[str, float]]:
+    """The per-iteration {iteration, loss, beta} records a training run logged, one JSON object a line."""
+    path = Path(run_dir) / LOSS_LOG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no loss log {path}: --run-dir must be a training run directory")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{key: record[key] for key in ("iteration", "loss", "beta")} for record in records if "loss" in record]
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="deephash-evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="the .safetensors file or its directory")
+    parser.add_argument("--data", required=True, help="grocery | cifar10 | folder:PATH | list:FILE")
+    parser.add_argument("--data-dir", default=None, help="folder holding grocery/ and cifar10/ "
+                                                         "(default: DEEPHASH_DATA_DIR or ../shared/data)")
+    parser.add_argument("--out", required=True, help="where the report, figures and encoded cache go")
+    parser.add_argument("--baselines", type=_baseline_list, default=_baseline_list("lsh,itq,cosine"),
+                        help=f"comma-separated, from {', '.join([*HASH_BASELINES, *FLOAT_BASELINES])}; "
+                             "'none' for HashNet alone (default: lsh,itq,cosine)")
+    parser.add_argument("--topk", type=_topk, nargs="+", default=list(DEFAULT_TOPKS),
+                        help="R values for mAP@R; 'all' ranks the whole database (default: all 1000)")
+    parser.add_argument("--n", type=int, nargs="+", default=list(DEFAULT_NS), help="N values for precision@N")
+    parser.add_argument("--radius", type=int, default=DEFAULT_RADIUS, help="Hamming radius for P@H<=r")
+    parser.add_argument("--queries-without-hits", choices=["zero", "skip"], default="zero",
+                        help="AP of a query with nothing relevant in its top R: 0 (default) or left out of the mean")
+    parser.add_argument("--tsne", action="store_true", help="also draw a t-SNE map of database codes")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="a training run directory: draw its loss per continuation stage")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of LSH, ITQ and the t-SNE subsample")
+    return parser.parse_args(argv)
+
+
+def _baseline_list(text: str) -> list[str]:
+    names = [] if text.strip() == "none" else [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - {*HASH_BASELINES, *FLOAT_BASELINES})
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown baseline(s) {', '.join(unknown)}")
+    return names
+
+
+def _topk(text: str) -> int | None:
+    if text == "all":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"topk must be a positive integer or 'all', got {text}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

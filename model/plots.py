@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from threadpoolctl import threadpool_limits
 
 _DPI = 120
 
@@ -60,7 +61,10 @@ def plot_code_tsne(codes: np.ndarray, labels: np.ndarray, path: str | Path, *,
     keep = np.sort(rng.choice(len(codes), min(max_points, len(codes)), replace=False))
     signs = np.unpackbits(codes[keep], axis=1).astype(np.float32) * 2 - 1
     perplexity = min(30.0, (len(keep) - 1) / 3)
-    embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(signs)
+    # One thread: once torch's OpenMP runtime is loaded, sklearn's competing
+    # one spins against it and t-SNE runs some hundred times slower (measured).
+    with threadpool_limits(limits=1):
+        embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(signs)
 
     fig = Figure(figsize=(7, 6))
     ax = fig.subplots()

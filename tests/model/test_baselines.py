@@ -39,6 +39,16 @@ def test_codes_are_packed_signs_of_the_projection(method):
     np.testing.assert_array_equal(codes[:, 0] >> 7, (projected[:, 0] >= 0).astype(np.uint8))
 
 
+def test_pca_with_fewer_samples_than_dimensions_finds_the_covariance_eigenvectors():
+    """That case takes the thin SVD of the data; it must agree with the covariance's eigenvectors up to sign."""
+    rng = np.random.default_rng(5)
+    features = rng.standard_normal((12, 20)) * np.linspace(5, 0.5, 20)  # distinct variances: unique directions
+    centred = features - features.mean(axis=0)
+    eigenvectors = np.linalg.eigh(centred.T @ centred)[1][:, ::-1][:, :8]
+    projection = SignPCA(8).fit(features).projection
+    np.testing.assert_allclose(np.abs(projection.T @ eigenvectors), np.eye(8), atol=1e-6)
+
+
 def test_a_zero_projection_is_bit_one():
     db, _, _, _ = clustered_features(0)
     lsh = LSH(16).fit(db)
@@ -83,5 +93,7 @@ def test_misuse_is_refused():
         ITQ(16).encode(np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match="principal components"):
         ITQ(64).fit(np.random.default_rng(0).standard_normal((100, 32)))
+    with pytest.raises(ValueError, match="principal components"):
+        SignPCA(64).fit(np.random.default_rng(0).standard_normal((40, 128)))
     with pytest.raises(ValueError, match="dimensions"):
         LSH(8).fit(np.ones((3, 4))).encode(np.ones((3, 5)))

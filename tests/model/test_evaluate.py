@@ -104,3 +104,104 @@ def test_write_report_writes_json_markdown_and_figures(tmp_path):
 def test_markdown_lists_figures_made_elsewhere():
     report = {**comparison(), "figures": ["tsne_hashnet.png"]}
     assert "![tsne_hashnet](tsne_hashnet.png)" in markdown_summary(report)
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A real checkpoint: EfficientNet-Lite0 (random weights, 32-px inputs) with a 16-bit hash layer."""
+    from model.backbones import create_backbone
+    from model.checkpoint import save_checkpoint
+    from model.hashnet import HashNet
+
+    import torch
+
+    torch.manual_seed(0)
+    model = HashNet(create_backbone("efficientnet_lite0", weights=None, input_size=32), bits=16)
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny"
+    save_checkpoint(path, model, kind="full", label_names=["red", "green", "blue"], training={})
+    return path.with_suffix(".safetensors")
+
+
+@pytest.fixture(scope="module")
+def colour_folder(tmp_path_factory):
+    """folder:PATH data: 3 classes x 8 noisy single-colour images."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("colours")
+    rng = np.random.default_rng(0)
+    for class_id, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir()
+        for i in range(8):
+            pixels = rng.integers(0, 80, (40, 40, 3))
+            pixels[..., class_id] += 150
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """On a shared 2-core machine torch's two OpenMP threads wait on each other: one thread is ~8x faster here."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_cli_evaluates_a_real_checkpoint_and_reuses_its_cache(tiny_checkpoint, colour_folder, tmp_path, monkeypatch,
+                                                               capsys, one_torch_thread):
+    from model import evaluate
+    from model.data import load_splits
+    from model.encoder import Encoder
+
+    out = tmp_path / "report"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--data", f"folder:{colour_folder}", "--out", str(out),
+            "--baselines", "lsh,itq,pca,cosine", "--topk", "all", "5", "--n", "1", "5", "--batch-size", "8",
+            "--tsne", "--device", "cpu"]
+    assert evaluate.main(argv) == 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["methods"]) == ["hashnet", "lsh", "itq", "pca", "cosine"]
+    splits = load_splits(f"folder:{colour_folder}")
+    assert (summary["n_queries"], summary["n_database"]) == (len(splits.query), len(splits.database)) == (2, 22)
+    encoder = Encoder.from_checkpoint(tiny_checkpoint, device="cpu")
+    assert summary["run"]["fingerprint"] == encoder.fingerprint and summary["run"]["bits"] == 16
+    for method in summary["methods"].values():
+        assert set(method["metrics"]) >= {"mAP@all", "mAP@5", "P@1", "P@5"}
+        assert all(0.0 <= value <= 1.0 for value in method["metrics"].values())
+
+    # The report's HashNet numbers are those of the encoder's own codes for these images.
+    from PIL import Image
+
+    def codes_of(images):
+        return encoder.encode_images([Image.open(path).convert("RGB") for path in images.paths])
+
+    expected = evaluate_codes(codes_of(splits.query), splits.query.labels, codes_of(splits.database),
+                              splits.database.labels, 16, topks=(None, 5), ns=(1, 5))
+    assert summary["methods"]["hashnet"]["metrics"] == pytest.approx(expected["metrics"])
+    for name in ["summary.md", "precision_recall.png", "precision_at_n.png", "tsne_hashnet.png"]:
+        assert (out / name).stat().st_size > 0
+    assert "| hashnet |" in capsys.readouterr().out
+
+    # Same checkpoint, same images: the second run must not encode anything.
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the cached codes should have been reused")
+
+    monkeypatch.setattr(evaluate, "encode_images", no_encoding)
+    assert evaluate.main(argv[:-3] + ["--radius", "1", "--baselines", "itq"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert list(again["methods"]) == ["hashnet", "itq"]
+    assert again["methods"]["itq"]["metrics"]["mAP@all"] == summary["methods"]["itq"]["metrics"]["mAP@all"]
+    assert "P@H<=1" in again["methods"]["hashnet"]["metrics"]
+
+
+def test_cli_refuses_unknown_baselines(capsys):
+    from model import evaluate
+
+    with pytest.raises(SystemExit):
+        evaluate.main(["--checkpoint", "x", "--data", "grocery", "--out", "y", "--baselines", "lsh,sh"])
+    assert "unknown baseline(s) sh" in capsys.readouterr().err
