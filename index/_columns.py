@@ -89,6 +89,12 @@ class BytesColumn:
         start = int(self.starts[row])
         return self._blob[start: start + int(self.lens[row])].tobytes()
 
+    def get_many(self, rows: np.ndarray) -> list[bytes]:
+        blob, lens = self.export(rows)
+        raw = blob.tobytes()
+        ends = np.cumsum(lens, dtype=np.int64).tolist()
+        return [raw[end - n: end] for end, n in zip(ends, lens.tolist())]
+
     def export(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The values of `rows`, in that order, as a contiguous (blob, lens)."""
         lens = self.lens[rows]

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,16 +47,25 @@ class Item:
     metadata: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass
 class SearchResult:
-    """Parallel [n_queries, k] arrays; distance -1 and id None mark empty slots."""
+    """Parallel [n_queries, k] arrays; distance -1 and id None mark empty slots.
+
+    Metadata stays raw JSON until asked for: decoding it costs more than the
+    scan itself for large k, and many callers only need ids and distances.
+    """
 
     distances: np.ndarray  # int32
     ids: np.ndarray  # object (str or None)
-    metadata: list[list[dict[str, Any] | None]]
+    raw_metadata: list[list[bytes | None]]
+
+    @cached_property
+    def metadata(self) -> list[list[dict[str, Any] | None]]:
+        return [[None if raw is None else _decode_json(raw) for raw in row] for row in self.raw_metadata]
 
     def hits(self, query: int) -> list[Hit]:
-        return [Hit(i, int(d), m) for i, d, m in zip(self.ids[query], self.distances[query], self.metadata[query])
+        return [Hit(i, int(d), _decode_json(m))
+                for i, d, m in zip(self.ids[query], self.distances[query], self.raw_metadata[query])
                 if i is not None]
 
 
@@ -124,7 +134,7 @@ class HammingIndex:
             if row < 0:
                 raise KeyError(item_id)
             return Item(item_id, codecs.unpack_bytes(self._codes[row: row + 1], self.bits)[0].tobytes(),
-                        json.loads(self._meta.get(row)))
+                        _decode_json(self._meta.get(row)))
 
     def search(self, queries: np.ndarray, k: int, max_distance: int | None = None) -> SearchResult:
         """Exact top-k per query, nearest first; at most k hits within max_distance."""
@@ -136,14 +146,20 @@ class HammingIndex:
             dist, rows = kernels.knn(self._codes, n, q, min(k, max(n, 1)), limit,
                                      self._dead if self._n_dead else None, self.threads)
             found = rows >= 0
-            ids = np.full((len(q), k), None, dtype=object)
-            out_dist = np.full((len(q), k), -1, dtype=np.int32)
-            metadata: list[list[dict | None]] = [[None] * k for _ in range(len(q))]
-            for qi, ri in zip(*np.nonzero(found)):
-                row = int(rows[qi, ri])
-                ids[qi, ri] = self._ids.get(row).decode("utf-8")
-                metadata[qi][ri] = json.loads(self._meta.get(row))
-            out_dist[:, : dist.shape[1]][found] = dist[found]
+            hit_rows = rows[found]
+            hit_ids = [b.decode("utf-8") for b in self._ids.get_many(hit_rows)]
+            hit_meta = self._meta.get_many(hit_rows)
+        ids = np.full((len(q), k), None, dtype=object)
+        out_dist = np.full((len(q), k), -1, dtype=np.int32)
+        metadata: list[list[bytes | None]] = [[None] * k for _ in range(len(q))]
+        if hit_ids:
+            width = dist.shape[1]
+            found_k = np.zeros((len(q), k), dtype=bool)
+            found_k[:, :width] = found
+            ids[found_k] = hit_ids
+            out_dist[found_k] = dist[found]
+            for (qi, ri), meta in zip(np.argwhere(found).tolist(), hit_meta):
+                metadata[qi][ri] = meta
         return SearchResult(out_dist, ids, metadata)
 
     def range_search(self, queries: np.ndarray, radius: int, max_results: int | None = None) -> RangeResult:
@@ -166,8 +182,8 @@ class HammingIndex:
                 rows = np.flatnonzero(hit)
                 rows = rows[np.argsort(dist[rows], kind="stable")][:max_results]
                 all_dist.append(dist[rows].astype(np.int32))
-                ids += [self._ids.get(r).decode("utf-8") for r in rows.tolist()]
-                metadata += [json.loads(self._meta.get(r)) for r in rows.tolist()]
+                ids += [b.decode("utf-8") for b in self._ids.get_many(rows)]
+                metadata += [_decode_json(b) for b in self._meta.get_many(rows)]
                 lims.append(lims[-1] + len(rows))
         distances = np.concatenate(all_dist) if all_dist else np.zeros(0, dtype=np.int32)
         return RangeResult(np.asarray(lims, dtype=np.int64), distances, ids, metadata)
@@ -214,6 +230,11 @@ class HammingIndex:
         """Remove every item (the fingerprint stays)."""
         with self._write_mutex:
             self._commit(Batch(Op.RESET))
+
+    def checkpoint(self) -> None:
+        """Write a snapshot now, so a restart loads it instead of replaying the log (graceful shutdown)."""
+        with self._write_mutex:
+            self.store.write_snapshot(self._snapshot())
 
     def sync(self) -> None:
         """Apply what other writers have logged since the last look (replicas do this on their own)."""
@@ -381,6 +402,14 @@ class HammingIndex:
             id_blob, id_lens = self._ids.export(keep)
             meta_blob, meta_lens = self._meta.export(keep)
             return Snapshot(self._seq, self._codes[keep], id_blob, id_lens, meta_blob, meta_lens)
+
+
+_json_decoder = json.JSONDecoder()
+
+
+def _decode_json(raw: bytes) -> dict[str, Any]:
+    # every stored value was written by json.dumps as UTF-8, so skip loads()'s encoding sniffing
+    return {} if raw == b"{}" else _json_decoder.decode(raw.decode("utf-8"))
 
 
 def _check_count(name: str, value: int, upper: int | None) -> int:
