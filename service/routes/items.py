@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
@@ -51,8 +52,8 @@ def parse_entries(items: str | None, images: list[UploadFile]) -> list[IndexEntr
         try:
             entries = _ENTRIES.validate_json(items)
         except ValidationError as exc:
-            raise invalid("items", "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
-                                             for e in exc.errors()[:5]), "form") from None
+            raise RequestValidationError([{**e, "loc": ("form", "items", *e["loc"])} for e in exc.errors()[:10]]) \
+                from None
         if len(entries) != len(images):
             raise invalid("items", f"lists {len(entries)} entries for {len(images)} image files", "form")
     seen: set[str] = set()
