@@ -32,6 +32,7 @@ from model.metrics import (
     ranking_metrics,
     ranking_metrics_float,
 )
+from model.train import read_history
 
 DEFAULT_TOPKS: tuple[int | None, ...] = (None, 1000)
 DEFAULT_NS: tuple[int, ...] = (1, 10, 100, 1000)
@@ -204,7 +205,6 @@ HASH_BASELINES: dict[str, Callable[[int, int], LinearHash]] = {
 }
 FLOAT_BASELINES = ("cosine",)
 CACHE_DIR_NAME = "cache"
-LOSS_LOG_NAME = "loss.jsonl"
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,7 @@ class Encoded:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     out_dir = Path(args.out)
+    history = _training_history(args.run_dir) if args.run_dir is not None else None
     encoder = load_encoder(args.checkpoint, args.device)
     splits = load_splits(args.data, args.data_dir)
     needs_training_split = any(name in HASH_BASELINES for name in args.baselines)
@@ -248,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data": args.data,
         "baselines fitted on": f"training split, {len(splits.train)} images" if needs_training_split else "-",
     }
-    report["figures"] = _extra_figures(args, out_dir, database.codes, splits.database)
+    report["figures"] = _extra_figures(args, out_dir, database.codes, splits.database, history)
     for path in write_report(report, out_dir):
         print(path)
     print(markdown_summary({**report, "figures": []}), end="")
@@ -302,24 +303,23 @@ def _cache_key(fingerprint: str, paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-def _extra_figures(args: argparse.Namespace, out_dir: Path, db_codes: np.ndarray, database: LabelledImages) -> list[str]:
+def _training_history(run_dir: Path) -> list[dict[str, float]]:
+    """Read before any encoding, so that a wrong --run-dir fails in a second, not after minutes."""
+    history = read_history(run_dir)
+    if not history:
+        raise SystemExit(f"no training history in {run_dir}: --run-dir must be a model.train output directory")
+    return history
+
+
+def _extra_figures(args: argparse.Namespace, out_dir: Path, db_codes: np.ndarray, database: LabelledImages,
+                   history: list[dict[str, float]] | None) -> list[str]:
     figures = []
     if args.tsne:
         figures.append(plots.plot_code_tsne(db_codes, database.labels, out_dir / "tsne_hashnet.png",
                                             class_names=database.class_names, seed=args.seed).name)
-    if args.run_dir is not None:
-        records = load_loss_records(args.run_dir)
-        figures.append(plots.plot_loss_by_stage(records, out_dir / "loss_by_stage.png").name)
+    if history is not None:
+        figures.append(plots.plot_loss_by_stage(history, out_dir / "loss_by_stage.png").name)
     return figures
-
-
-def load_loss_records(run_dir: str | Path) -> list[dict[str, float]]:
-    """The per-iteration {iteration, loss, beta} records a training run logged, one JSON object a line."""
-    path = Path(run_dir) / LOSS_LOG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no loss log {path}: --run-dir must be a training run directory")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [{key: record[key] for key in ("iteration", "loss", "beta")} for record in records if "loss" in record]
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

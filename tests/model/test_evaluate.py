@@ -192,11 +192,28 @@ def test_cli_evaluates_a_real_checkpoint_and_reuses_its_cache(tiny_checkpoint, c
         raise AssertionError("the cached codes should have been reused")
 
     monkeypatch.setattr(evaluate, "encode_images", no_encoding)
-    assert evaluate.main(argv[:-3] + ["--radius", "1", "--baselines", "itq"]) == 0
+    run_dir = training_run(tmp_path / "run")
+    assert evaluate.main(argv[:-3] + ["--radius", "1", "--baselines", "itq", "--run-dir", str(run_dir)]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert list(again["methods"]) == ["hashnet", "itq"]
     assert again["methods"]["itq"]["metrics"]["mAP@all"] == summary["methods"]["itq"]["metrics"]["mAP@all"]
     assert "P@H<=1" in again["methods"]["hashnet"]["metrics"]
+    assert "loss_by_stage.png" in again["figures"] and (out / "loss_by_stage.png").stat().st_size > 0
+
+
+def training_run(run_dir):
+    """A run directory as model.train leaves it: history.csv with one row per iteration."""
+    import csv
+
+    from model.train import HISTORY_FILE
+
+    run_dir.mkdir()
+    with open(run_dir / HISTORY_FILE, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["iteration", "epoch", "beta", "loss"])
+        writer.writeheader()
+        writer.writerows({"iteration": i, "epoch": i // 20, "beta": 1 + i // 30, "loss": 1 / (1 + i % 30)}
+                         for i in range(90))
+    return run_dir
 
 
 def test_cli_refuses_unknown_baselines(capsys):
@@ -205,3 +222,11 @@ def test_cli_refuses_unknown_baselines(capsys):
     with pytest.raises(SystemExit):
         evaluate.main(["--checkpoint", "x", "--data", "grocery", "--out", "y", "--baselines", "lsh,sh"])
     assert "unknown baseline(s) sh" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_run_dir_without_history_before_loading_anything(tmp_path):
+    from model import evaluate
+
+    with pytest.raises(SystemExit, match="no training history"):
+        evaluate.main(["--checkpoint", str(tmp_path / "absent"), "--data", "grocery", "--out", str(tmp_path / "out"),
+                       "--run-dir", str(tmp_path)])
