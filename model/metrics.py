@@ -153,7 +153,11 @@ def ranking_metrics_float(
     *,
     queries_without_hits: QueriesWithoutHits = "zero",
 ) -> RankingMetrics:
-    """The same metrics ranking by cosine similarity of float features (the ceiling a hash code approximates)."""
+    """The same metrics ranking by cosine similarity of float features (the ceiling a hash code approximates).
+
+    Exactly equal similarities keep database order; similarities are float32,
+    so two that differ only by rounding are ordered by the rounding.
+    """
     query_feats, db_feats = _check_features(query_feats, db_feats)
     query_labels, db_labels = _check_labels(query_labels, db_labels, len(query_feats), len(db_feats))
     query_unit, db_unit = _unit_rows(query_feats), _unit_rows(db_feats)
