@@ -273,12 +273,11 @@ class RedisStore(Store):
             chunks = {name: int(layout["chunks"][name]) for name in _layout.SECTIONS}
         except (ValueError, TypeError, KeyError) as exc:
             raise CorruptStore(f"{self.location}: {key} has an unreadable layout ({exc!r})") from None
-        data: dict[str, Any] = {}
-        for name in _layout.SECTIONS:
-            parts = [self._client.hget(key, f"{name}:{i}") for i in range(chunks[name])]
-            if any(part is None for part in parts):
-                return None
-            data[name] = parts[0] if len(parts) == 1 else b"".join(parts)
+        fields = [f"{name}:{i}" for name in _layout.SECTIONS for i in range(chunks[name])]
+        values = dict(zip(fields, self._client.hmget(key, fields) if fields else []))
+        if None in values.values():
+            return None
+        data = {name: b"".join(values[f"{name}:{i}"] for i in range(chunks[name])) for name in _layout.SECTIONS}
         return _layout.assemble(layout, data, key)
 
     def _write_generation(self, key: str, snapshot: Snapshot) -> int:
@@ -286,10 +285,12 @@ class RedisStore(Store):
         data = _layout.sections(snapshot)
         layout = _layout.describe(snapshot, data)
         layout["chunks"] = {name: math.ceil(len(data[name]) / CHUNK_BYTES) for name in _layout.SECTIONS}
-        for name in _layout.SECTIONS:
-            for i in range(layout["chunks"][name]):
-                self._client.hset(key, f"{name}:{i}", memoryview(data[name][i * CHUNK_BYTES: (i + 1) * CHUNK_BYTES]))
-        self._client.hset(key, "layout", json.dumps(layout))
+        with self._client.pipeline(transaction=False) as pipe:  # one command per chunk keeps each under 512 MB
+            for name in _layout.SECTIONS:
+                for i in range(layout["chunks"][name]):
+                    pipe.hset(key, f"{name}:{i}", memoryview(data[name][i * CHUNK_BYTES: (i + 1) * CHUNK_BYTES]))
+            pipe.hset(key, "layout", json.dumps(layout))
+            pipe.execute()
         return 1 + sum(layout["chunks"].values())
 
     def _drop_generations(self, generations: list[int]) -> None:
