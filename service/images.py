@@ -1,8 +1,10 @@
 """Untrusted bytes to pixels: a format allow-list, full decoding and caps on size and pixels.
 
-Pillow's decompression-bomb warning becomes an error, and truncated files are
-never half-loaded (LOAD_TRUNCATED_IMAGES stays False), so every image that
-passes here was decoded completely.
+Pillow's decompression-bomb warning becomes an error (and the pixel cap is
+also checked here, from the header, since warning filters are process-wide
+and other code may reset them), and truncated files are never half-loaded
+(LOAD_TRUNCATED_IMAGES stays False): every image that passes here was
+decoded completely.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def configure_pillow(max_pixels: int) -> None:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
-def decode_image(data: bytes, max_bytes: int) -> Image.Image:
+def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
     """A fully decoded RGB image, or ImageRejected naming the problem."""
     if not data:
         raise ImageRejected(400, "empty_image", "the image file is empty")
@@ -38,6 +40,10 @@ def decode_image(data: bytes, max_bytes: int) -> Image.Image:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as probe:
             probe.verify()  # checksums and structure (PNG chunks, ...) before any pixel is trusted
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise Image.DecompressionBombError(f"Image size ({width}x{height} = {width * height} pixels) exceeds "
+                                               f"the limit of {max_pixels} pixels")
         image.load()
         return image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

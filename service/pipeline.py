@@ -35,10 +35,11 @@ class Encoded:
 
 class Pipeline:
     def __init__(self, encoder: Encoder, batcher: Batcher, *, decode_threads: int, max_upload_bytes: int,
-                 metrics: Metrics) -> None:
+                 max_image_pixels: int, metrics: Metrics) -> None:
         self.encoder = encoder
         self.batcher = batcher
         self._max_bytes = max_upload_bytes
+        self._max_pixels = max_image_pixels
         self._metrics = metrics
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
 
@@ -72,6 +73,6 @@ class Pipeline:
                     source = source.read_bytes()
                 except OSError as exc:
                     raise ImageRejected(400, "unreadable_file", f"cannot read {source}: {exc.strerror}") from None
-            return self.encoder.preprocess_image(decode_image(source, self._max_bytes))
+            return self.encoder.preprocess_image(decode_image(source, self._max_bytes, self._max_pixels))
         except ImageRejected as rejected:
             return rejected

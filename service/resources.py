@@ -94,7 +94,8 @@ async def open_resources(settings: Settings, metrics: Metrics | None = None) -> 
                       on_batch=metrics.observe_batch, on_overload=metrics.overloaded.inc)
     batcher.start()
     pipeline = Pipeline(encoder, batcher, decode_threads=settings.decode_threads,
-                        max_upload_bytes=settings.max_upload_bytes, metrics=metrics)
+                        max_upload_bytes=settings.max_upload_bytes, max_image_pixels=settings.max_image_pixels,
+                        metrics=metrics)
     try:
         yield Resources(settings, encoder, index, pipeline, metrics)
     finally:
