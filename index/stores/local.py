@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
-#: a log at least this large is replayed more slowly than a snapshot of the same size is loaded
-MIN_SNAPSHOT_LOG_BYTES = 1 << 20
 
 _RECORD = struct.Struct("<4sIQI")  # magic, payload length, seq, crc32
 _MAGIC = b"DHL1"
@@ -63,9 +61,10 @@ class LocalStore(Store):
 
     `fsync=False` keeps every write safe from a killed process but not from a
     power cut (benchmarks, scratch indexes).  A snapshot is due when the log
-    reaches `snapshot_after_bytes`, or earlier once it passes 1 MiB and is
-    larger than the snapshot itself, since replaying a log costs more than
-    loading a snapshot of the same size.
+    reaches `snapshot_after_bytes`, or earlier, once it reaches 1/64 of that
+    (1 MiB by default) and outgrows the snapshot itself: replaying a log costs
+    more than loading a snapshot of the same size.  A huge
+    `snapshot_after_bytes` therefore leaves snapshots to the caller.
     """
 
     def __init__(self, path: Path, *, fsync: bool = True, snapshot_after_bytes: int = 64 << 20) -> None:
@@ -126,7 +125,8 @@ class LocalStore(Store):
             return list(self._unread)
 
     def should_snapshot(self) -> bool:
-        return self._log_bytes >= min(self.snapshot_after_bytes, max(MIN_SNAPSHOT_LOG_BYTES, self._snapshot_bytes))
+        earliest = max(self.snapshot_after_bytes // 64, self._snapshot_bytes)
+        return self._log_bytes >= min(self.snapshot_after_bytes, earliest)
 
     def write_snapshot(self, snapshot: Snapshot) -> None:
         with self._mutex:
@@ -208,6 +208,7 @@ class LocalStore(Store):
         self._write_file(self.path / manifest["log"], [])
         self._sync_directory()
         self._write_manifest(manifest)
+        self._sync_directory()
         return manifest
 
     def _read_manifest(self) -> dict[str, Any] | None:
@@ -289,15 +290,15 @@ class LocalStore(Store):
         data = _layout.sections(snapshot)
         description = {"file": snapshot_path.name, **_layout.describe(snapshot, data)}
         padding = {name: b"\0" * (-len(data[name]) % _ALIGN) for name in _layout.SECTIONS}
+        manifest = {**self._manifest, "generation": generation, "log": log_path.name, "snapshot": description}
         try:
             self._write_file(snapshot_path, [part for name in _layout.SECTIONS for part in (data[name], padding[name])])
             tail = self._records_after(snapshot.seq)
             self._write_file(log_path, [tail])
             self._sync_directory()
-            manifest = {**self._manifest, "generation": generation, "log": log_path.name, "snapshot": description}
-            self._write_manifest(manifest)
+            self._write_manifest(manifest)  # the switch; the old manifest stands if this fails
         except BaseException:
-            for path in (snapshot_path, log_path):
+            for path in (snapshot_path, log_path, self.path / (MANIFEST + ".tmp")):
                 path.unlink(missing_ok=True)
             raise
         old = [self._log_path()] + ([self.path / self._manifest["snapshot"]["file"]]
@@ -307,6 +308,8 @@ class LocalStore(Store):
         self._log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
         self._log_bytes = len(tail)
         self._snapshot_bytes = snapshot_path.stat().st_size
+        # Until the rename is durable a power cut may bring the old manifest back: keep its files till then.
+        self._sync_directory()
         for path in old:
             try:
                 path.unlink()
@@ -324,10 +327,10 @@ class LocalStore(Store):
         return data[pos:]
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Replace manifest.json in one rename, so it names the old state or the new one, never a mix."""
         temporary = self.path / (MANIFEST + ".tmp")
         self._write_file(temporary, [json.dumps(manifest, indent=2).encode()])
         os.replace(temporary, self.path / MANIFEST)
-        self._sync_directory()
 
     def _write_file(self, path: Path, parts: list[Any]) -> None:
         with open(path, "wb") as f:

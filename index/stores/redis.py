@@ -7,7 +7,7 @@ Redis is the source of truth.  Keys, all under `<namespace>:`:
     log              stream: entry id "<seq>-0", field "batch" = Batch.encode()
     snapshot         hash: gen, seq, bytes (head.bytes when it became current) - the pointer
     snapshot:<gen>   hash: "layout" (JSON: seq, count, words, section sizes, CRC32s, chunk counts)
-                     and "<section>:<i>" chunks of at most 64 MiB (a Redis value holds 512 MB)
+                     and "<section>:<i>" chunks of at most 1 MiB
     generations      set: the generations that have a snapshot:<gen> hash
     next-generation  counter
 
@@ -40,7 +40,9 @@ from index.stores.base import Batch, Fingerprint, Snapshot, Store
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 64 << 20
+# A Redis value holds at most 512 MB, and redis-py parses one large reply several times
+# slower than many small ones (1 MiB: ~180 MB/s here, 64 MiB: ~85 MB/s).
+CHUNK_BYTES = 1 << 20
 _PAGE = 256  # log entries per XRANGE: bounds one reply while catching up
 _LOAD_ATTEMPTS = 5
 
@@ -273,11 +275,13 @@ class RedisStore(Store):
             chunks = {name: int(layout["chunks"][name]) for name in _layout.SECTIONS}
         except (ValueError, TypeError, KeyError) as exc:
             raise CorruptStore(f"{self.location}: {key} has an unreadable layout ({exc!r})") from None
-        fields = [f"{name}:{i}" for name in _layout.SECTIONS for i in range(chunks[name])]
-        values = dict(zip(fields, self._client.hmget(key, fields) if fields else []))
-        if None in values.values():
-            return None
-        data = {name: b"".join(values[f"{name}:{i}"] for i in range(chunks[name])) for name in _layout.SECTIONS}
+        data: dict[str, bytes] = {}
+        for name in _layout.SECTIONS:
+            # chunk by chunk: Redis buffers a whole reply, and one for a whole snapshot could be gigabytes
+            parts = [self._client.hget(key, f"{name}:{i}") for i in range(chunks[name])]
+            if None in parts:
+                return None
+            data[name] = b"".join(parts)
         return _layout.assemble(layout, data, key)
 
     def _write_generation(self, key: str, snapshot: Snapshot) -> int:
@@ -285,7 +289,7 @@ class RedisStore(Store):
         data = _layout.sections(snapshot)
         layout = _layout.describe(snapshot, data)
         layout["chunks"] = {name: math.ceil(len(data[name]) / CHUNK_BYTES) for name in _layout.SECTIONS}
-        with self._client.pipeline(transaction=False) as pipe:  # one command per chunk keeps each under 512 MB
+        with self._client.pipeline(transaction=False) as pipe:
             for name in _layout.SECTIONS:
                 for i in range(layout["chunks"][name]):
                     pipe.hset(key, f"{name}:{i}", memoryview(data[name][i * CHUNK_BYTES: (i + 1) * CHUNK_BYTES]))
