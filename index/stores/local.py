@@ -138,6 +138,10 @@ class LocalStore(Store):
             with self._os_errors("writing a snapshot"):
                 self._write_snapshot(snapshot)
 
+    def ping(self) -> bool:
+        """Open, and the directory is still there (not unmounted or deleted under the service)."""
+        return self._log_fd is not None and (self.path / MANIFEST).exists()
+
     def close(self) -> None:
         with self._mutex:
             self._release()

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import CorruptStore, FingerprintMismatch, HammingIndex, StoreError, StoreLocked
+from index import CorruptStore, Fingerprint, FingerprintMismatch, HammingIndex, LogGap, StoreError, StoreLocked
+from index.stores import Batch, Op, Snapshot
 from index.stores.local import LocalStore
 from tests.conftest import REPO_ROOT
 from tests.index.conftest import assert_same_index, code_of, codes_of
@@ -69,7 +70,9 @@ def test_round_trip_keeps_items_metadata_and_order(tmp_path: Path) -> None:
     twins.index = reopened
     twins.reset()
     twins.upsert(ids(1000, 1010))
+    assert reopened.store.ping()
     reopened.close()
+    assert not reopened.store.ping()
     assert_same_index(open_index(tmp_path / "idx"), twins.reference)
 
 
@@ -322,3 +325,37 @@ def test_a_full_disk_refuses_writes_and_keeps_the_log_intact(tmp_path: Path) -> 
     with open_index(path) as index:  # the failed appends were cut off the log: it opens without a warning
         assert len(index) == 20 * len(acknowledged)
         assert np.array_equal(index.search(codes_of(["item-0-0"]), 1).ids, [["item-0-0"]])
+
+
+def snapshot_of(seq: int, names: list[str]) -> Snapshot:
+    raw_ids = [n.encode() for n in names]
+    return Snapshot(seq, codes_of(names).view(np.uint64), np.frombuffer(b"".join(raw_ids), np.uint8),
+                    np.array([len(i) for i in raw_ids], np.int32), np.frombuffer(b"{}" * len(names), np.uint8),
+                    np.full(len(names), 2, np.int32))
+
+
+def test_a_snapshot_behind_the_log_keeps_the_later_entries(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "idx")
+    store.open(Fingerprint(BITS, "m"))
+    for n in range(1, 5):
+        store.append(Batch(Op.UPSERT, [f"id{n}"], codes_of([f"id{n}"]).view(np.uint64), [b"{}"]))
+    store.write_snapshot(snapshot_of(2, ["id1", "id2"]))
+    store.append(Batch(Op.REMOVE, ["id1"]))
+    assert [seq for seq, _ in store.read_log(after=2)] == [3, 4, 5]
+    store.read_log(after=5)
+    with pytest.raises(LogGap):  # what the index has passed is not kept; it would reopen the store
+        store.read_log(after=2)
+    store.close()
+
+    store = LocalStore(tmp_path / "idx")
+    _, snapshot = store.open(None)
+    assert snapshot.seq == 2 and snapshot.id_blob.tobytes() == b"id1id2"
+    assert [(seq, batch.op, batch.ids) for seq, batch in store.read_log(after=2)] == \
+        [(3, Op.UPSERT, ["id3"]), (4, Op.UPSERT, ["id4"]), (5, Op.REMOVE, ["id1"])]
+    store.close()
+
+    edit_manifest(tmp_path / "idx", lambda m: m["snapshot"].update(seq=3))  # as if the log still held seq 3
+    store = LocalStore(tmp_path / "idx")
+    store.open(None)
+    assert [seq for seq, _ in store.read_log(after=3)] == [4, 5]  # entries the snapshot holds are skipped
+    store.close()
