@@ -5,7 +5,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -16,13 +16,11 @@ from service.catalogue import CATALOGUE_URL, catalogue_root, read_catalogue
 from service.deps import AppState
 from service.errors import install_error_handlers
 from service.indexing import Progress, index_catalogue
-from service.jobs.local import LocalJobStore
-from service.jobs.redis import RedisJobStore
+from service.jobs import open_job_store
 from service.jobs.runner import JobRunner
-from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.resources import Resources, open_resources
+from service.resources import IndexMismatch, Resources, open_resources
 from service.routes import items, jobs, ops, search
 from service.settings import Settings, get_settings
 
@@ -36,12 +34,6 @@ DEFAULT_MAX_BODY = 64 * 1024
 # The page loads only its own files; thumbnails may come from the catalogue's image URLs anywhere.
 UI_POLICY = ("default-src 'self'; img-src 'self' data: http: https:; object-src 'none'; base-uri 'none'; "
              "frame-ancestors 'none'")
-
-
-def open_job_store(settings: Settings) -> JobStore:
-    if settings.redis_url:
-        return RedisJobStore(settings.redis_url, settings.redis_namespace, settings.job_ttl_s)
-    return LocalJobStore(settings.jobs_path, settings.job_ttl_s)
 
 
 async def _index_sample_catalogue(resources: Resources, source: Path, progress: Progress) -> None:
@@ -71,7 +63,12 @@ def _sample_catalogue(settings: Settings) -> Path | None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    async with open_resources(settings, metrics) as resources:
+    async with AsyncExitStack() as stack:
+        try:
+            resources = await stack.enter_async_context(open_resources(settings, metrics))
+        except IndexMismatch as exc:
+            log.error("refusing to serve: %s", exc)
+            raise
         runner = JobRunner(open_job_store(settings), resources)
         await runner.start()
         source: Path | None = app.state.sample_catalogue

@@ -60,7 +60,7 @@ class Batcher(Generic[Item]):
         while not self._queue.empty():
             _, future = self._queue.get_nowait()
             future.cancel()
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown)  # lets a running batch finish
 
     @asynccontextmanager
     async def admission(self, n: int, *, wait: bool = False) -> AsyncIterator[None]:

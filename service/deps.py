@@ -29,7 +29,7 @@ def get_state(request: Request) -> AppState:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
+def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -42,7 +42,7 @@ def get_jobs(state: Annotated[AppState, Depends(get_state)]) -> JobRunner:
 
 
 State = Annotated[AppState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 Res = Annotated[Resources, Depends(get_resources)]
 Jobs = Annotated[JobRunner, Depends(get_jobs)]
 
@@ -53,10 +53,11 @@ def require_api_key(settings: SettingsDep,
     expected = settings.api_key
     if expected is None:
         return
+    challenge = {"WWW-Authenticate": "X-API-Key"}
     if x_api_key is None:
-        raise ApiError(401, "unauthorized", "this endpoint needs the X-API-Key header", {"WWW-Authenticate": "X-API-Key"})
+        raise ApiError(401, "unauthorized", "this endpoint needs the X-API-Key header", challenge)
     if not secrets.compare_digest(x_api_key.encode(), expected.get_secret_value().encode()):
-        raise ApiError(401, "unauthorized", "the X-API-Key header does not match", {"WWW-Authenticate": "X-API-Key"})
+        raise ApiError(401, "unauthorized", "the X-API-Key header does not match", challenge)
 
 
 def require_multipart(request: Request) -> None:

@@ -11,8 +11,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis import RedisError
 from starlette.exceptions import HTTPException
 
+from index import StoreError
 from service.logs import current_request_id
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,11 @@ def _code_for(status: int) -> str:
             415: "unsupported_media_type"}.get(status, f"http_{status}")
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "store_unavailable", f"the index or job store is unavailable: {exc}")
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
@@ -82,4 +89,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    for outage in (StoreError, RedisError):
+        app.add_exception_handler(outage, _store_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

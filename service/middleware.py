@@ -5,7 +5,6 @@ import logging
 import re
 import time
 import uuid
-
 from collections.abc import Mapping
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -17,6 +16,9 @@ from service.logs import set_request_id
 from service.metrics import Metrics
 
 log = logging.getLogger("service.access")
+
+# Polled by orchestrators and scrapers every few seconds: logged only at DEBUG.
+_PROBES = {"/health", "/ready", "/metrics"}
 
 # A client's id is echoed into logs and headers, so only tame ones are kept.
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -57,9 +59,10 @@ class RequestContextMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.http_seconds.labels(scope["method"], route).observe(seconds)
-            log.info("%s %s %d", scope["method"], scope["path"], status,
-                     extra={"method": scope["method"], "path": scope["path"], "route": route, "status": status,
-                            "duration_ms": round(seconds * 1e3, 2)})
+            fields = {"method": scope["method"], "path": scope["path"], "route": route, "status": status,
+                      "duration_ms": round(seconds * 1e3, 2)}
+            log.log(logging.DEBUG if route in _PROBES else logging.INFO, "%s %s %d", scope["method"],
+                    scope["path"], status, extra=fields)
 
 
 class BodyTooLarge(HTTPException):

@@ -43,8 +43,8 @@ class Pipeline:
         self._metrics = metrics
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    async def close(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown)
 
     async def encode(self, sources: Sequence[Source], *, wait: bool = False) -> Encoded:
         """Decode and encode sources; with `wait`, queue for room instead of failing with Overloaded."""

@@ -46,8 +46,8 @@ def open_index_store(settings: Settings) -> Store:
 
 
 def reindex_hint(settings: Settings) -> str:
-    where = (f"DEEPHASH_REDIS_NAMESPACE to a new namespace" if settings.redis_url
-             else f"DEEPHASH_INDEX_PATH to a new directory")
+    where = ("DEEPHASH_REDIS_NAMESPACE to a new namespace" if settings.redis_url
+             else "DEEPHASH_INDEX_PATH to a new directory")
     return f"run `deephash reindex --yes` to rebuild it with this model, or set {where}"
 
 
@@ -100,5 +100,5 @@ async def open_resources(settings: Settings, metrics: Metrics | None = None) -> 
         yield Resources(settings, encoder, index, pipeline, metrics)
     finally:
         await batcher.stop()
-        pipeline.close()
+        await pipeline.close()
         await asyncio.to_thread(index.close)

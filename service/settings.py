@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     # sample catalogue indexed at start
     data_dir: Path = Field(Path("../shared/data"), description="folder holding the data sets (grocery/)")
     sample_catalogue: str = Field("grocery/dataset/train.txt",
-                                  description="list file or folder indexed at start, relative to data_dir; empty = none")
+                                  description="list file or folder indexed at start (relative to data_dir); "
+                                              "empty: none")
 
     # HTTP
     host: str = "127.0.0.1"
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
     max_index_bytes: int = Field(256 * 2**20, ge=1024, description="largest POST /index request body")
     max_index_items: int = Field(1000, ge=1, description="most images in one POST /index request")
     max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are refused as decompression bombs")
-    max_k: int = Field(100, ge=1, le=10_000, description="largest k a search may ask for")
+    max_k: int = Field(100, ge=1, le=1000, description="largest k a search may ask for")
 
     # encoding
     batch_size: int = Field(16, ge=1, description="images the encoder runs at once")

@@ -65,6 +65,8 @@ end
 return 1
 """
 
+_SPOOL_SLICE_BYTES = 32 << 20
+
 _NUMBERS = {"total": int, "done": int, "failed": int, "attempts": int,
             "created_at": float, "updated_at": float, "heartbeat": float}
 
@@ -80,13 +82,22 @@ class RedisJobStore(JobStore):
 
     def create(self, job: Job, uploads: Sequence[Upload]) -> None:
         key = self._key(job.id)
-        pipe = self._client.pipeline(transaction=True)
+        # Uploads go in slices, so a large request is never all in memory at once.  Until the
+        # job record below exists they are anonymous garbage, and expire as such.
+        pipe, pending = self._client.pipeline(transaction=False), 0
         for n, upload in enumerate(uploads):
-            pipe.hset(f"{key}:blobs", str(n), upload.stream.read())
-        pipe.set(f"{key}:items", json.dumps([{"id": u.id, "metadata": u.metadata} for u in uploads]))
-        pipe.hset(key, mapping=_fields(job))
-        pipe.sadd(f"{self.prefix}active", job.id)
-        pipe.execute()
+            data = upload.stream.read()
+            pipe.hset(f"{key}:blobs", str(n), data)
+            pending += len(data)
+            if pending >= _SPOOL_SLICE_BYTES:
+                pipe.expire(f"{key}:blobs", self.ttl_s).execute()
+                pending = 0
+        pipe.expire(f"{key}:blobs", self.ttl_s).execute()
+        with self._client.pipeline(transaction=True) as commit:
+            commit.set(f"{key}:items", json.dumps([{"id": u.id, "metadata": u.metadata} for u in uploads]))
+            commit.hset(key, mapping=_fields(job))
+            commit.sadd(f"{self.prefix}active", job.id)
+            commit.execute()
 
     def get(self, job_id: str) -> Job | None:
         raw = self._client.hgetall(self._key(job_id))

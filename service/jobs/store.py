@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from service.catalogue import CatalogueItem
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"

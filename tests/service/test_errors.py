@@ -84,7 +84,8 @@ def read_response(sock: socket.socket) -> tuple[int, dict]:
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    headers = {name.lower(): value for name, value in (line.split(b": ", 1) for line in head.split(b"\r\n")[1:])}
+    length = int(headers[b"content-length"])
     while len(body) < length:
         body += sock.recv(65536)
     return int(head.split()[1]), json.loads(body)
