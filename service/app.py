@@ -45,7 +45,7 @@ async def _index_sample_catalogue(resources: Resources, source: Path, progress: 
         progress.state, progress.error = "failed", f"{type(exc).__name__}: {exc}"
         log.exception("indexing the sample catalogue failed")
         return
-    log.info("sample catalogue indexed", extra={"source": str(source), "encoded": progress.done,
+    log.info("sample catalogue indexed", extra={"source": str(source), "encoded": progress.done - progress.failed,
                                                 "rejected": progress.failed, "items": len(resources.index),
                                                 "seconds": round(time.perf_counter() - started, 1)})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -72,8 +72,7 @@ class Progress:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "total": self.total, "done": self.done, "failed": self.failed,
-                "error": self.error}
+        return asdict(self)
 
 
 async def index_catalogue(resources: Resources, items: Sequence[CatalogueItem], progress: Progress, *,
@@ -88,14 +87,10 @@ async def index_catalogue(resources: Resources, items: Sequence[CatalogueItem], 
     todo = [item for item in items if not (skip_present and item.id in resources.index)]
     progress.total, progress.done, progress.state = len(todo), 0, "running"
     chunk = resources.settings.batch_size
-    try:
-        for start in range(0, len(todo), chunk):
-            results = await index_items(resources, todo[start: start + chunk], wait=True)
-            progress.done += len(results)
-            progress.failed += sum(r.status == "rejected" for r in results)
-            on_chunk(results, progress)
-    except Exception as exc:
-        progress.state, progress.error = "failed", str(exc)
-        raise
+    for start in range(0, len(todo), chunk):
+        results = await index_items(resources, todo[start: start + chunk], wait=True)
+        progress.done += len(results)
+        progress.failed += sum(r.status == "rejected" for r in results)
+        on_chunk(results, progress)
     progress.state = "done"
     return progress
