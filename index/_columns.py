@@ -38,6 +38,8 @@ class BytesColumn:
     garbage until the owner compacts; that keeps writes O(value size).
     """
 
+    EXPORT_ROWS = 1 << 18
+
     def __init__(self) -> None:
         self._blob = np.zeros(0, dtype=np.uint8)
         self._used = 0
@@ -49,7 +51,7 @@ class BytesColumn:
     @classmethod
     def from_arrays(cls, blob: np.ndarray, lens: np.ndarray) -> "BytesColumn":
         col = cls()
-        col.lens = np.ascontiguousarray(lens, dtype=np.int32).copy()
+        col.lens = np.array(lens, dtype=np.int32)
         col.n = len(lens)
         col.starts = np.zeros(col.n, dtype=np.int64)
         if col.n > 1:
@@ -57,7 +59,8 @@ class BytesColumn:
         total = int(col.lens.sum(dtype=np.int64))
         if total != len(blob):
             raise ValueError(f"column blob holds {len(blob)} bytes but its lengths add up to {total}")
-        col._blob = np.array(blob, dtype=np.uint8)
+        # blob is only ever written past its end (after _grown reallocates), so a read-only view is fine
+        col._blob = np.asarray(blob, dtype=np.uint8)
         col._used = total
         return col
 
@@ -98,11 +101,20 @@ class BytesColumn:
     def export(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The values of `rows`, in that order, as a contiguous (blob, lens)."""
         lens = self.lens[rows]
+        starts = self.starts[rows]
         if len(rows) == 0:
             return np.zeros(0, dtype=np.uint8), lens
-        # positions of every byte to gather: each row's start, then +1 within the row
-        offsets = np.repeat(self.starts[rows] - np.concatenate(([0], np.cumsum(lens[:-1], dtype=np.int64))), lens)
-        return self._blob[offsets + np.arange(len(offsets), dtype=np.int64)], lens
+        ends = starts + lens
+        if starts[0] == 0 and np.array_equal(starts[1:], ends[:-1]):
+            return self._blob[: ends[-1]].copy(), lens  # already contiguous: the usual snapshot case
+        parts = []
+        # gather in slices of rows so the per-byte offsets stay small at millions of rows
+        for lo in range(0, len(rows), self.EXPORT_ROWS):
+            s, n = starts[lo: lo + self.EXPORT_ROWS], lens[lo: lo + self.EXPORT_ROWS]
+            out_starts = np.concatenate(([0], np.cumsum(n[:-1], dtype=np.int64)))
+            offsets = np.repeat(s - out_starts, n) + np.arange(int(n.sum(dtype=np.int64)), dtype=np.int64)
+            parts.append(self._blob[offsets])
+        return np.concatenate(parts), lens
 
     def compacted(self, rows: np.ndarray) -> "BytesColumn":
         return BytesColumn.from_arrays(*self.export(rows))

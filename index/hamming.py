@@ -23,7 +23,7 @@ from index import codes as codecs
 from index import kernels
 from index._columns import BytesColumn, IdColumn
 from index._rwlock import ReadWriteLock
-from index.errors import CorruptStore, LogGap
+from index.errors import CorruptStore, LogGap, StoreError
 from index.stores.base import Batch, Fingerprint, Op, Snapshot, Store
 from index.stores.memory import MemoryStore
 
@@ -296,7 +296,11 @@ class HammingIndex:
         self.store.append(batch)
         self._catch_up()
         if self.store.should_snapshot():
-            self.store.write_snapshot(self._snapshot())
+            try:
+                self.store.write_snapshot(self._snapshot())
+            except StoreError:
+                # the write is already durable in the log; a later commit tries the snapshot again
+                log.exception("writing a snapshot of the index failed")
 
     def _read_log(self, timeout: float = 0.0) -> list[tuple[int, Batch]]:
         try:
@@ -307,6 +311,8 @@ class HammingIndex:
                 snapshot = self.store.open(self.fingerprint)[1]
                 with self._lock.write():
                     self._load(snapshot)
+                    if snapshot is None:  # the store lost everything: start over with it
+                        self._seq = 0
                 return self.store.read_log(self._seq)
 
     def _catch_up(self, entries: list[tuple[int, Batch]] | None = None) -> None:
@@ -343,7 +349,7 @@ class HammingIndex:
         else:
             snapshot.validate(self.words)
             self._seq = snapshot.seq
-            self._codes = np.ascontiguousarray(snapshot.codes, dtype=np.uint64).copy()
+            self._codes = _owned(snapshot.codes, np.uint64)
             self._ids = IdColumn.from_arrays(snapshot.id_blob, snapshot.id_lens)
             self._meta = BytesColumn.from_arrays(snapshot.meta_blob, snapshot.meta_lens)
             if self._ids.live != len(snapshot):
@@ -402,6 +408,13 @@ class HammingIndex:
             id_blob, id_lens = self._ids.export(keep)
             meta_blob, meta_lens = self._meta.export(keep)
             return Snapshot(self._seq, self._codes[keep], id_blob, id_lens, meta_blob, meta_lens)
+
+
+def _owned(arr: np.ndarray, dtype: type) -> np.ndarray:
+    """The array itself when the index may keep and write it, else a copy (snapshots can be large)."""
+    if arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.writeable:
+        return arr
+    return np.array(arr, dtype=dtype, order="C")
 
 
 _json_decoder = json.JSONDecoder()

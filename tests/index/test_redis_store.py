@@ -166,3 +166,19 @@ def test_replicas_snapshotting_at_once_agree(redis_url: str, redis_namespace: st
     client = redis.Redis.from_url(redis_url)
     assert len(client.smembers(f"{redis_namespace}:generations")) <= 3
     client.close()
+
+
+def test_a_replica_starts_over_when_redis_lost_the_namespace(redis_url: str, redis_namespace: str) -> None:
+    """A flushed Redis is the source of truth too: the replica empties itself and keeps working."""
+    a = replica(redis_url, redis_namespace)
+    write(a, "a", 0, 5)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*client.scan_iter(f"{redis_namespace}:*"))
+    client.close()
+    wait_until(lambda: len(a) == 0, what="the follower to notice the lost namespace")
+    write(a, "again", 0, 3)
+    assert "again-2" in a and seq(a) == 1
+    fresh = replica(redis_url, redis_namespace)
+    assert_same_index(fresh, a)
+    a.close()
+    fresh.close()
