@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "baselines fitted on": f"training split, {len(splits.train)} images" if needs_training_split else "-",
     }
     report["figures"] = _extra_figures(args, out_dir, database.codes, splits.database, history)
-    for path in write_report(report, out_dir):
+    for path in [*write_report(report, out_dir), *(out_dir / name for name in report["figures"])]:
         print(path)
     print(markdown_summary({**report, "figures": []}), end="")
     return 0
