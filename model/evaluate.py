@@ -120,8 +120,8 @@ def compare_methods(
         methods[name] = evaluate_features(query_feats, query_labels, db_feats, db_labels,
                                           topks=topks, ns=ns, queries_without_hits=queries_without_hits)
     return {
-        "n_queries": int(len(query_labels)),
-        "n_database": int(len(db_labels)),
+        "n_queries": len(query_labels),
+        "n_database": len(db_labels),
         "relevance": "query and database item share at least one label",
         "conventions": {
             "ranking": "Hamming distance ascending (cosine descending for float features); "

@@ -31,7 +31,7 @@ QueriesWithoutHits = Literal["zero", "skip"]
 # Upper bound on query-chunk x database elements held at once (distances,
 # sort order, relevance): about 100 MB of temporaries at this size.
 _CHUNK_ELEMENTS = 1 << 22
-_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_BYTE_POPCOUNT = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
 
 
 class RadiusPrecision(NamedTuple):

@@ -54,7 +54,8 @@ def plot_code_tsne(codes: np.ndarray, labels: np.ndarray, path: str | Path, *,
     Labels are multi-hot [n, C] (coloured by the first class set) or class
     indices [n].  A fixed-seed subsample keeps t-SNE to seconds.
     """
-    from sklearn.manifold import TSNE  # imported here: sklearn is slow to import and only this figure needs it
+    # Imported here: sklearn is slow to import and only this figure needs it.
+    from sklearn.manifold import TSNE
 
     codes, classes = np.asarray(codes), _first_class(labels)
     rng = np.random.default_rng(seed)

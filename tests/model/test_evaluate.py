@@ -6,8 +6,18 @@ import json
 import numpy as np
 import pytest
 
-from model.evaluate import compare_methods, evaluate_codes, evaluate_features, markdown_summary, write_report
-from model.metrics import mean_average_precision, precision_at_n, precision_within_radius
+from model.evaluate import (
+    compare_methods,
+    evaluate_codes,
+    evaluate_features,
+    markdown_summary,
+    write_report,
+)
+from model.metrics import (
+    mean_average_precision,
+    precision_at_n,
+    precision_within_radius,
+)
 
 
 def labelled_codes(seed: int, n_queries=20, n_db=120, bits=32, classes=4):
@@ -23,6 +33,10 @@ def labelled_codes(seed: int, n_queries=20, n_db=120, bits=32, classes=4):
     query_codes, query_labels = draw(n_queries)
     db_codes, db_labels = draw(n_db)
     return query_codes, query_labels, db_codes, db_labels
+
+
+def signs_of(codes: np.ndarray) -> np.ndarray:
+    return np.unpackbits(codes, axis=1).astype(np.float32) * 2 - 1
 
 
 def test_evaluate_codes_reports_the_metric_functions_values():
@@ -50,8 +64,7 @@ def test_evaluate_codes_checks_the_bit_length():
 def test_cosine_on_codes_as_features_equals_hamming():
     """64 bits: unit vectors with entries +-1/8, so every cosine and every tie is exact in float32."""
     q, ql, db, dbl = labelled_codes(1, bits=64)
-    signs = lambda codes: np.unpackbits(codes, axis=1).astype(np.float32) * 2 - 1  # noqa: E731
-    as_features = evaluate_features(signs(q), ql, signs(db), dbl, topks=(None,), ns=(1, 5))
+    as_features = evaluate_features(signs_of(q), ql, signs_of(db), dbl, topks=(None,), ns=(1, 5))
     as_codes = evaluate_codes(q, ql, db, dbl, 64, topks=(None,), ns=(1, 5))
     assert as_features["kind"] == "float" and as_features["dims"] == 64
     assert as_features["metrics"]["mAP@all"] == pytest.approx(as_codes["metrics"]["mAP@all"])
@@ -112,11 +125,11 @@ def test_markdown_lists_figures_made_elsewhere():
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A real checkpoint: EfficientNet-Lite0 (random weights, 32-px inputs) with a 16-bit hash layer."""
+    import torch
+
     from model.backbones import create_backbone
     from model.checkpoint import save_checkpoint
     from model.hashnet import HashNet
-
-    import torch
 
     torch.manual_seed(0)
     model = HashNet(create_backbone("efficientnet_lite0", weights=None, input_size=32), bits=16)

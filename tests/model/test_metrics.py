@@ -19,7 +19,7 @@ from model.metrics import (
 
 
 def ref_distance(a: np.ndarray, b: np.ndarray) -> int:
-    return sum(bin(int(x) ^ int(y)).count("1") for x, y in zip(a, b))
+    return sum((int(x) ^ int(y)).bit_count() for x, y in zip(a, b))
 
 
 def ref_relevant(query_label: np.ndarray, db_label: np.ndarray) -> bool:
@@ -75,6 +75,11 @@ def ref_radius(q_codes, q_labels, db_codes, db_labels, radius):
             recalls.append(relevant_within / relevant_total)
     recall = sum(recalls) / len(recalls) if recalls else 0.0
     return sum(precisions) / len(precisions), recall, empty / len(q_codes)
+
+
+def signs_of(codes: np.ndarray) -> np.ndarray:
+    """Packed codes back to +-1 float vectors."""
+    return np.unpackbits(codes, axis=1).astype(np.float32) * 2 - 1
 
 
 # ----------------------------------------------------------------- fixtures
@@ -256,9 +261,8 @@ def test_float_map_equals_hamming_map_for_sign_features(seed):
     """On +-1 vectors, cosine order is Hamming order, so both definitions must give the same number.
     16 bits keep the unit vectors (entries +-1/4) and their dot products exact in float32."""
     q_codes, q_labels, db_codes, db_labels = random_problem(seed, n_bytes=2)
-    as_signs = lambda codes: np.unpackbits(codes, axis=1).astype(np.float32) * 2 - 1  # noqa: E731
     expected = mean_average_precision(q_codes, q_labels, db_codes, db_labels)
-    got = mean_average_precision_float(as_signs(q_codes), q_labels, as_signs(db_codes), db_labels)
+    got = mean_average_precision_float(signs_of(q_codes), q_labels, signs_of(db_codes), db_labels)
     assert got == pytest.approx(expected, abs=1e-12)
 
 
