@@ -31,9 +31,10 @@ UI_DIR = Path(__file__).parent / "ui"
 MULTIPART_OVERHEAD = 64 * 1024
 # Bodies of routes that take no upload (none of them reads one).
 DEFAULT_MAX_BODY = 64 * 1024
-# The page loads only its own files; thumbnails may come from the catalogue's image URLs anywhere.
-UI_POLICY = ("default-src 'self'; img-src 'self' data: http: https:; object-src 'none'; base-uri 'none'; "
-             "frame-ancestors 'none'")
+# The page loads only its own files; thumbnails may come from the catalogue's image URLs anywhere,
+# and the query's preview from a blob: URL.
+UI_POLICY = ("default-src 'self'; img-src 'self' blob: data: http: https:; object-src 'none'; "
+             "base-uri 'none'; frame-ancestors 'none'")
 
 
 async def _index_sample_catalogue(resources: Resources, source: Path, progress: Progress) -> None:

@@ -61,6 +61,9 @@ def test_upload_shows_neighbours_with_thumbnails(browser, served: Served, sample
     assert thumbnail.get_attribute("src").endswith("/catalogue/" + query.id)
     assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumbnail) > 0
     assert "results" in browser.find_element(By.ID, "status").text
+    preview = browser.find_element(By.ID, "query-preview")
+    assert browser.execute_script("return arguments[0].naturalWidth", preview) > 0, "the query preview is not shown"
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
     first.find_element(By.CSS_SELECTOR, ".similar").click()
     WebDriverWait(browser, 60).until(lambda d: "similar to" in d.find_element(By.ID, "status").text)
