@@ -70,7 +70,7 @@ def load_encoder(settings: Settings) -> Encoder:
     # Imported here: torch takes seconds to import, and `deephash --help` needs none of it.
     from model.encoder import Encoder
 
-    return Encoder.from_checkpoint(settings.checkpoint, device=settings.device or None)
+    return Encoder.from_checkpoint(settings.checkpoint, device=settings.device)
 
 
 @asynccontextmanager

@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The committed default checkpoint sits next to this package in the repository.
@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     async_index_threshold: int = Field(32, ge=1, description="POST /index with more images runs as a job (202)")
     job_lease_s: float = Field(30.0, gt=0, description="a running job not heard of for this long is resumed")
     job_ttl_s: int = Field(7 * 86400, ge=60, description="how long finished job reports are kept")
+
+    @field_validator("device", "redis_url", "api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # DEEPHASH_API_KEY= (as compose files write it) means "no key", not "the empty key".
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _fits_the_queue(self) -> Settings:

@@ -56,6 +56,11 @@ def files(pairs: list[tuple[str, bytes]], field: str = "images") -> list[tuple[s
     return [(field, (name, data, "application/octet-stream")) for name, data in pairs]
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without DEEPHASH_* settings: each test states the ones it means."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("DEEPHASH_")}
+
+
 class Server:
     """`python -m service serve` on a free port, configured by DEEPHASH_* variables in `env`."""
 
@@ -63,7 +68,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"server-{self.port}.log"
-        self.env = {**os.environ, "DEEPHASH_HOST": "127.0.0.1", "DEEPHASH_PORT": str(self.port),
+        self.env = {**clean_environment(), "DEEPHASH_HOST": "127.0.0.1", "DEEPHASH_PORT": str(self.port),
                     "DEEPHASH_INDEX_PATH": str(workdir / "index"), "DEEPHASH_JOBS_PATH": str(workdir / "jobs"),
                     "DEEPHASH_SAMPLE_CATALOGUE": "", **env}
         self.process: subprocess.Popen | None = None

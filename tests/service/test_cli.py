@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -11,11 +10,11 @@ import pytest
 
 from index import HammingIndex, open_store
 from tests.conftest import REPO_ROOT
-from tests.service.servers import copy_images, grocery_images
+from tests.service.servers import clean_environment, copy_images, grocery_images
 
 
 def deephash(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service", *args], cwd=REPO_ROOT, env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=REPO_ROOT, env={**clean_environment(), **env},
                           capture_output=True, text=True, timeout=300)
 
 
