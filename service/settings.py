@@ -34,10 +34,11 @@ class Settings(BaseSettings):
                                               "empty: none")
 
     # HTTP
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="address `deephash serve` listens on (0.0.0.0: every interface)")
+    port: int = Field(8000, ge=0, le=65535, description="port `deephash serve` listens on")
     api_key: SecretStr | None = Field(None, description="when set, POST /index and DELETE need it in X-API-Key")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="JSON log lines at this level and above (DEBUG adds health/ready/metrics polls)")
 
     # input limits
     max_upload_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted image file")
