@@ -116,6 +116,10 @@ class Batcher(Generic[Item]):
             started = loop.time()
             try:
                 rows = await loop.run_in_executor(self._executor, self._encode, [item for item, _ in batch])
+            except asyncio.CancelledError:
+                for _, future in batch:  # stopped mid-batch: nobody may wait for it forever
+                    future.cancel()
+                raise
             except Exception as exc:  # noqa: BLE001 - the callers get the error, the loop goes on
                 log.exception("encoding a batch of %d failed", len(batch))
                 for _, future in batch:

@@ -8,7 +8,8 @@
 
 Every change of a job is a Lua script that first checks the caller still
 owns it, so a replica that lost its lease cannot overwrite the progress of
-the replica that took the job over.
+the replica that took the job over; progress and rejected items change in
+the same script, so they always agree.
 """
 from __future__ import annotations
 
@@ -47,8 +48,6 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', key) == 0 then
     redis.call('SREM', KEYS[1], id)
   elseif beat < tonumber(ARGV[3]) - tonumber(ARGV[4]) then
-    local failed = tonumber(redis.call('HGET', key, 'failed'))
-    redis.call('LTRIM', key .. ':rejected', 0, failed - 1)
     redis.call('HSET', key, 'owner', ARGV[2], 'heartbeat', ARGV[3])
     redis.call('HINCRBY', key, 'attempts', 1)
     table.insert(claimed, id)

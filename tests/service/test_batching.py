@@ -138,3 +138,15 @@ def test_more_than_the_queue_can_ever_hold_is_a_programming_error():
         await batcher.stop()
 
     run(scenario())
+
+
+def test_stopping_mid_batch_leaves_no_caller_waiting():
+    async def scenario():
+        batcher = await started(Recorder(delay=0.3))
+        waiting = asyncio.create_task(batcher.submit([1]))
+        await asyncio.sleep(0.1)  # the batch is running now
+        await batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), 1)
+
+    [outcome] = run(scenario())
+    assert isinstance(outcome, asyncio.CancelledError)
