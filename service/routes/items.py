@@ -17,7 +17,7 @@ from service.errors import ApiError
 from service.indexing import index_items
 from service.jobs.store import Upload
 from service.resources import Resources
-from service.routes.errors import error_responses
+from service.routes.openapi import error_responses
 from service.schemas import DeleteResponse, IndexEntry, IndexResponse, ItemResponse, ItemResult, JobAccepted
 
 router = APIRouter(tags=["catalogue"])

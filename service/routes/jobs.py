@@ -5,7 +5,7 @@ from fastapi import APIRouter
 
 from service.deps import Jobs
 from service.errors import ApiError
-from service.routes.errors import error_responses
+from service.routes.openapi import error_responses
 from service.schemas import ItemResult, JobStatus
 
 router = APIRouter(tags=["catalogue"])

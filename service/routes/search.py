@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, UploadFile
 
 from service.deps import Multipart, Res, Search
 from service.resources import Resources
-from service.routes.errors import error_responses
+from service.routes.openapi import error_responses
 from service.routes.items import lookup_item
 from service.schemas import Hit, SearchResponse, SimilarResponse, Timings
 

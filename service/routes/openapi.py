@@ -1,4 +1,4 @@
-"""The error responses a route documents in OpenAPI, all with the one JSON error body."""
+"""How routes document their error responses in OpenAPI: all with the one JSON error body."""
 from __future__ import annotations
 
 from typing import Any
