@@ -1,0 +1,452 @@
+"""The offline HashNet trainer (CLI: `python -m model.train`).
+
+Two modes. `finetune` (the paper's method) trains backbone and hash layer end
+to end, the hash layer at 10x the backbone's learning rate; the first
+`--freeze-stages` stages can stay fixed, and with `--cache-activations` (no
+augmentation) their outputs are computed once. `frozen` caches the pooled
+backbone features once and trains only the hash layer: minutes on a CPU, and
+the head-only checkpoint the service ships.
+
+Outputs in --out: train.log, history.csv (iteration, epoch, beta, loss for
+every iteration: the loss per continuation stage), state/ (resumable
+training state, every --save-every iterations), the final checkpoint
+hashnet-<backbone>-<bits>.{safetensors,json}, and summary.json.
+
+Examples:
+  python -m model.train --data grocery --mode frozen --bits 64 --out runs/grocery-frozen-64
+  python -m model.train --data cifar10 --mode finetune --bits 64 --epochs 20 --out runs/cifar10-ft-64
+  python -m model.train --data cifar10 --out runs/cifar10-ft-64 --resume   # continue after an interruption
+
+The default checkpoint in model/default/ comes from the command in
+model/default/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from model.backbones import create_backbone
+from model.checkpoint import FULL, HEAD_ONLY, save_checkpoint
+from model.codes import codes_from_logits
+from model.data import DataSplits, ImageDataset, LabelledImages, load_splits
+from model.encoder import default_device
+from model.feature_cache import cached_outputs
+from model.hashnet import HashNet
+from model.metrics import mean_average_precision
+from model.preprocess import eval_transform, train_transform
+from model.train_config import FINETUNE, FROZEN, MODE_DEFAULTS, TrainConfig
+from model.train_state import read_train_state, restore_train_state, save_train_state
+
+log = logging.getLogger("model.train")
+
+HASH_LAYER_LR_MULTIPLIER = 10.0
+HISTORY_FILE = "history.csv"
+SUMMARY_FILE = "summary.json"
+EVAL_SAMPLE_SEED = 0
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path
+    fingerprint: str
+    summary: dict[str, Any]
+
+
+class _SplitModel:
+    """The HashNet cut into a fixed prefix of backbone stages and the trained rest."""
+
+    def __init__(self, model: HashNet, frozen_stages: int) -> None:
+        stages = model.backbone.stages()
+        if not 0 <= frozen_stages <= len(stages):
+            raise ValueError(f"{model.backbone.name} has {len(stages)} stages; cannot freeze {frozen_stages}")
+        self.model = model
+        self.frozen_stages = frozen_stages
+        self.frozen = nn.Sequential(*stages[:frozen_stages]).requires_grad_(False)
+        self.trained = nn.Sequential(*stages[frozen_stages:])
+        self.prefix_name = f"{model.backbone.name}[:{frozen_stages}]"
+
+    def train(self) -> None:
+        self.model.train()
+        self.frozen.eval()  # fixed stages keep their BatchNorm statistics
+
+    def logits(self, prefix_outputs: torch.Tensor) -> torch.Tensor:
+        return self.model.hash_layer(self.trained(prefix_outputs))
+
+    def trained_tensors(self) -> dict[str, torch.Tensor]:
+        """The model's state entries that training changes (parameters and BatchNorm statistics)."""
+        trained_modules = {id(m) for part in (self.trained, self.model.hash_layer) for m in part.modules()}
+        tensors = {}
+        for module_name, module in self.model.named_modules():
+            if id(module) in trained_modules:
+                for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                    tensors[f"{module_name}.{name}"] = tensor
+        return tensors
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        groups = [{"params": list(self.model.hash_layer.parameters()), "lr": lr * HASH_LAYER_LR_MULTIPLIER}]
+        backbone_params = [p for p in self.trained.parameters() if p.requires_grad]
+        if backbone_params:
+            groups.append({"params": backbone_params, "lr": lr})
+        return groups
+
+
+def _epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
+    """A permutation per epoch that depends only on (seed, epoch), so a resumed run sees the same batches."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class _CachedInputs:
+    """Batches of precomputed prefix outputs."""
+
+    def __init__(self, outputs: np.ndarray, labels: np.ndarray) -> None:
+        # Pooled features are small enough to hold in memory; feature maps stay memory-mapped.
+        self.outputs = np.asarray(outputs) if outputs.ndim == 2 else outputs
+        self.labels = torch.from_numpy(labels.astype(np.float32))
+
+    def batches(self, batch_indices: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for indices in batch_indices:
+            yield torch.from_numpy(np.array(self.outputs[indices.numpy()])), self.labels[indices]
+
+
+class _ImageInputs:
+    """Batches of images through the frozen prefix, loaded and augmented by DataLoader workers."""
+
+    def __init__(self, dataset: ImageDataset, split: _SplitModel, device: str, workers: int) -> None:
+        self.dataset = dataset
+        self.split = split
+        self.device = device
+        self.workers = workers
+
+    def batches(self, batch_indices: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=[indices.tolist() for indices in batch_indices],
+            num_workers=self.workers,
+            pin_memory=self.device == "cuda",
+        )
+        for images, labels in loader:
+            # Yield outside no_grad: a generator suspended inside it would leave grad mode off for the caller.
+            with torch.no_grad():
+                prefix_outputs = self.split.frozen(images.to(self.device, non_blocking=True))
+            yield prefix_outputs, labels
+
+
+def _learning_rate_factor(config: TrainConfig, iteration: int, total: int) -> float:
+    if config.lr_schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * iteration / total))
+
+
+def _build_optimizer(config: TrainConfig, split: _SplitModel) -> torch.optim.Optimizer:
+    groups = split.parameter_groups(config.lr)
+    for group in groups:
+        group["initial_lr"] = group["lr"]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+HISTORY_FIELDS = ["iteration", "epoch", "beta", "loss"]
+
+
+def _start_history(run_dir: Path, kept: list[dict[str, float]]) -> None:
+    """Rewrite history.csv with the records a (resumed) run keeps."""
+    with open(run_dir / HISTORY_FILE, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+def _append_history(run_dir: Path, records: list[dict[str, float]]) -> None:
+    with open(run_dir / HISTORY_FILE, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=HISTORY_FIELDS).writerows(records)
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """Per-iteration records {iteration, epoch, beta, loss} of a run (model.plots.plot_loss_by_stage takes them)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [
+            {"iteration": int(row["iteration"]), "epoch": int(row["epoch"]), "beta": float(row["beta"]), "loss": float(row["loss"])}
+            for row in csv.DictReader(f)
+        ]
+
+
+def loss_by_stage(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Mean, first and last loss of each continuation stage (a run of constant beta)."""
+    stages: list[dict[str, Any]] = []
+    for record in history:
+        if not stages or stages[-1]["beta"] != record["beta"]:
+            stages.append({"beta": record["beta"], "first_iteration": record["iteration"], "losses": []})
+        stages[-1]["losses"].append(record["loss"])
+        stages[-1]["last_iteration"] = record["iteration"]
+    return [
+        {
+            "beta": stage["beta"],
+            "first_iteration": stage["first_iteration"],
+            "last_iteration": stage["last_iteration"],
+            "mean_loss": float(np.mean(stage["losses"])),
+            "first_loss": stage["losses"][0],
+            "last_loss": stage["losses"][-1],
+        }
+        for stage in stages
+    ]
+
+
+def _configure_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("model").addHandler(handler)
+    logging.getLogger("model").setLevel(logging.INFO)
+    return handler
+
+
+def _resolve_device(device: str) -> str:
+    resolved = default_device() if device == "auto" else device
+    if resolved == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    return resolved
+
+
+@torch.no_grad()
+def split_logits(split: _SplitModel, config: TrainConfig, images: LabelledImages, device: str) -> torch.Tensor:
+    """Hash-layer outputs z [N, bits] for an image set, through the deterministic eval preprocessing."""
+    split.model.eval()
+    preprocess = split.model.backbone.preprocess
+    batch_size = max(config.batch_size, 64)
+    if config.uses_cache:
+        outputs = cached_outputs(
+            split.frozen, split.prefix_name, preprocess, images, config.cache_dir, device=device, batch_size=batch_size, workers=config.workers
+        )
+        batches = (torch.from_numpy(np.array(outputs[i : i + batch_size])) for i in range(0, len(images), batch_size))
+    else:
+        loader = DataLoader(ImageDataset(images, eval_transform(preprocess)), batch_size=batch_size, num_workers=config.workers)
+        batches = (split.frozen(images_batch.to(device)) for images_batch, _ in loader)
+    return torch.cat([split.logits(batch.to(device)).cpu() for batch in batches])
+
+
+def quick_map(split: _SplitModel, config: TrainConfig, splits: DataSplits, device: str) -> dict[str, Any]:
+    """mAP@all of the query split against (a seeded sample of at most eval_db_limit of) the database."""
+    database = splits.database
+    if len(database) > config.eval_db_limit:
+        sample = np.random.default_rng(EVAL_SAMPLE_SEED).choice(len(database), config.eval_db_limit, replace=False)
+        database = database.subset(np.sort(sample))
+    query_codes = codes_from_logits(split_logits(split, config, splits.query, device))
+    db_codes = codes_from_logits(split_logits(split, config, database, device))
+    value = mean_average_precision(query_codes, splits.query.labels, db_codes, database.labels)
+    return {"map_all": value, "queries": len(splits.query), "database": len(database)}
+
+
+def _prepare_resume(config: TrainConfig, run_dir: Path) -> bool:
+    """True when a saved state will be resumed; refuse to resume with a different recipe."""
+    if not config.resume:
+        return False
+    saved = read_train_state(run_dir)
+    if saved is None:
+        log.warning("--resume: no saved state in %s, starting from scratch", run_dir)
+        return False
+    differences = config.differences_for_resume(TrainConfig.from_dict(saved.config))
+    if differences:
+        described = ", ".join(f"{key}: saved {old!r}, now {new!r}" for key, (old, new) in differences.items())
+        raise ValueError(f"cannot resume {run_dir} with a different configuration ({described})")
+    return True
+
+
+def run_training(config: TrainConfig, splits: DataSplits | None = None) -> TrainResult:
+    """Train, save the final checkpoint, write the summary; see the module docstring."""
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _configure_logging(run_dir)
+    try:
+        return _run(config, run_dir, splits)
+    finally:
+        logging.getLogger("model").removeHandler(handler)
+        handler.close()
+
+
+def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> TrainResult:
+    started = time.perf_counter()
+    device = _resolve_device(config.device)
+    resuming = _prepare_resume(config, run_dir)
+    torch.manual_seed(config.seed)
+    splits = splits if splits is not None else load_splits(config.data, config.data_dir)
+    log.info("config %s", json.dumps(config.to_dict()))
+    log.info("data %s: %d train, %d query, %d database images; device %s", config.data, len(splits.train), len(splits.query), len(splits.database), device)
+
+    backbone = create_backbone(config.backbone, weights=config.backbone_weights, input_size=config.image_size)
+    model = HashNet(backbone, config.bits).to(device)
+    split = _SplitModel(model, len(backbone.stages()) if config.mode == FROZEN else config.freeze_stages)
+    preprocess = backbone.preprocess
+
+    if config.uses_cache:
+        outputs = cached_outputs(
+            split.frozen, split.prefix_name, preprocess, splits.train, config.cache_dir, device=device, batch_size=max(config.batch_size, 64), workers=config.workers
+        )
+        inputs: _CachedInputs | _ImageInputs = _CachedInputs(outputs, splits.train.labels)
+    else:
+        dataset = ImageDataset(splits.train, train_transform(preprocess, config.augment))
+        inputs = _ImageInputs(dataset, split, device, config.workers)
+
+    batch_size = min(config.batch_size, len(splits.train))
+    iterations_per_epoch = len(splits.train) // batch_size
+    total_iterations = config.epochs * iterations_per_epoch
+    save_every = config.save_every or iterations_per_epoch
+    optimizer = _build_optimizer(config, split)
+    schedule, criterion, activation = config.beta_schedule(), config.loss(), config.activation()
+
+    trained_names = set(split.trained_tensors())
+    iteration = start_iteration = restore_train_state(run_dir, model, trained_names, optimizer) if resuming else 0
+    history = [record for record in read_history(run_dir) if record["iteration"] < iteration] if resuming else []
+    _start_history(run_dir, history)
+    saved_records = len(history)
+    if resuming:
+        log.info("resuming at iteration %d of %d", iteration, total_iterations)
+    log.info("%d iterations (%d epochs x %d batches of %d)", total_iterations, config.epochs, iterations_per_epoch, batch_size)
+
+    training_started = time.perf_counter()
+    while iteration < total_iterations:
+        epoch, first_batch = divmod(iteration, iterations_per_epoch)
+        order = _epoch_order(len(splits.train), config.seed, epoch)
+        batch_indices = [order[b * batch_size : (b + 1) * batch_size] for b in range(first_batch, iterations_per_epoch)]
+        split.train()
+        progress = tqdm(inputs.batches(batch_indices), total=len(batch_indices), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        for prefix_outputs, labels in progress:
+            beta = schedule.beta_at(iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * _learning_rate_factor(config, iteration, total_iterations)
+            codes = activation(split.logits(prefix_outputs.to(device, non_blocking=True)), beta)
+            loss = criterion(codes, labels.to(device, non_blocking=True))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history.append({"iteration": iteration, "epoch": epoch, "beta": beta, "loss": loss.item()})
+            progress.set_postfix(loss=f"{history[-1]['loss']:.4f}", beta=f"{beta:.3f}")
+            iteration += 1
+            if iteration % save_every == 0 or iteration == total_iterations:
+                save_train_state(run_dir, split.trained_tensors(), optimizer, iteration, config.to_dict())
+                _append_history(run_dir, history[saved_records:])
+                saved_records = len(history)
+        epoch_losses = [r["loss"] for r in history if r["epoch"] == epoch]
+        log.info("epoch %d/%d: mean loss %.4f, beta %.3f", epoch + 1, config.epochs, float(np.mean(epoch_losses)), beta)
+    training_seconds = time.perf_counter() - training_started
+
+    kind = HEAD_ONLY if config.mode == FROZEN and backbone.weights_file is not None else FULL
+    checkpoint = run_dir / f"hashnet-{config.backbone}-{config.bits}.safetensors"
+    summary: dict[str, Any] = {
+        "iterations": total_iterations,
+        "training_seconds": training_seconds,
+        "seconds_per_iteration": training_seconds / max(1, total_iterations - start_iteration),
+        "loss_by_stage": loss_by_stage(history),
+        "checkpoint_kind": kind,
+    }
+    if config.evaluate and len(splits.query) and len(splits.database):
+        summary["quick_map"] = quick_map(split, config, splits, device)
+        log.info("quick mAP@all: %.4f (%d queries, %d database images)", summary["quick_map"]["map_all"], summary["quick_map"]["queries"], summary["quick_map"]["database"])
+    metrics = {"quick_map_all": summary["quick_map"]["map_all"]} if "quick_map" in summary else {}
+    fingerprint = save_checkpoint(
+        checkpoint, model.eval(), kind=kind, label_names=splits.train.class_names, training=config.to_dict(), metrics=metrics
+    )
+    summary.update(checkpoint=str(checkpoint), fingerprint=fingerprint, total_seconds=time.perf_counter() - started)
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("saved %s checkpoint %s (fingerprint %s)", kind, checkpoint, fingerprint)
+    for stage in summary["loss_by_stage"]:
+        log.info("beta %.3f (iterations %d-%d): mean loss %.4f", stage["beta"], stage["first_iteration"], stage["last_iteration"], stage["mean_loss"])
+    return TrainResult(checkpoint=checkpoint, fingerprint=fingerprint, summary=summary)
+
+
+def _per_mode(key: str) -> str:
+    return ", ".join(f"{mode} {values[key]}" for mode, values in MODE_DEFAULTS.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="grocery | cifar10 | folder:PATH | list:FILE")
+    parser.add_argument("--out", required=True, help="run directory (e.g. runs/NAME)")
+    parser.add_argument("--data-dir", help="folder holding grocery/ and cifar10/ (default: $DEEPHASH_DATA_DIR or ../shared/data)")
+    parser.add_argument("--bits", type=int, default=defaults["bits"])
+    parser.add_argument("--backbone", default=defaults["backbone"])
+    parser.add_argument("--backbone-weights", default=defaults["backbone_weights"], help="'imagenet' (the backbone's standard source), a state-dict file, or 'none' (random)")
+    parser.add_argument("--mode", choices=[FINETUNE, FROZEN], default=defaults["mode"])
+    parser.add_argument("--epochs", type=int, help=f"default {_per_mode('epochs')}; with --resume, a new total")
+    parser.add_argument("--batch-size", type=int, help=f"default {_per_mode('batch_size')}")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults["optimizer"])
+    parser.add_argument("--lr", type=float, default=defaults["lr"], help="backbone learning rate; the hash layer gets 10x")
+    parser.add_argument("--weight-decay", type=float, default=defaults["weight_decay"])
+    parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default=defaults["lr_schedule"])
+    parser.add_argument("--image-size", type=int, default=defaults["image_size"])
+    parser.add_argument("--no-augment", dest="augment", action="store_false", help="no random resized crop / flip")
+    parser.add_argument("--freeze-stages", type=int, default=defaults["freeze_stages"], help="finetune: keep the first N backbone stages fixed")
+    parser.add_argument("--cache-activations", action="store_true", help="finetune: compute the frozen stages' outputs once (implies --no-augment)")
+    parser.add_argument("--no-weighting", dest="weighting", action="store_false", help="ablation: all pairs weigh 1")
+    parser.add_argument("--no-continuation", dest="continuation", action="store_false", help="ablation: fixed beta (see --fixed-beta)")
+    parser.add_argument("--fixed-beta", type=float, help=f"ablation: constant beta (implies --no-continuation; default {defaults['fixed_beta']})")
+    parser.add_argument("--sign-train", action="store_true", help="ablation: sign(z) forward, straight-through tanh gradient")
+    parser.add_argument("--beta-step", type=int, default=defaults["beta_step"], help="iterations between beta updates")
+    parser.add_argument("--beta-gamma", type=float, default=defaults["beta_gamma"])
+    parser.add_argument("--alpha", type=float, help="inner-product scale (default 10 / bits)")
+    parser.add_argument("--seed", type=int, default=defaults["seed"])
+    parser.add_argument("--workers", type=int, default=defaults["workers"], help="DataLoader worker processes")
+    parser.add_argument("--device", default=defaults["device"], help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N")
+    parser.add_argument("--save-every", type=int, default=defaults["save_every"], help="iterations between resumable saves (0: every epoch)")
+    parser.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the quick mAP at the end")
+    parser.add_argument("--eval-db-limit", type=int, default=defaults["eval_db_limit"])
+    parser.add_argument("--cache-dir", default=defaults["cache_dir"])
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out with its saved configuration")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.resume:
+        saved = read_train_state(Path(args.out))
+        if saved is not None:
+            # The saved recipe wins; only how long and where it runs may change.
+            overrides = {"resume": True, "workers": args.workers, "device": args.device}
+            if args.epochs is not None:
+                overrides["epochs"] = args.epochs
+            return replace(TrainConfig.from_dict(saved.config), **overrides)
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    for key in ("epochs", "batch_size"):
+        if values[key] is None:
+            values[key] = MODE_DEFAULTS[args.mode][key]
+    if args.backbone_weights.lower() == "none":
+        values["backbone_weights"] = None
+    if args.fixed_beta is not None:
+        values.update(continuation=False, fixed_beta=args.fixed_beta)
+    else:
+        values["fixed_beta"] = TrainConfig.fixed_beta
+    if args.cache_activations:
+        values["augment"] = False
+    return TrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = config_from_args(args)
+    device = _resolve_device(config.device)
+    if device == "cpu":
+        # Use the cores this process may run on, leaving one per data-loading worker.
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - config.workers))
+    result = run_training(config)
+    print(json.dumps({key: result.summary[key] for key in ("checkpoint", "fingerprint", "quick_map", "training_seconds") if key in result.summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
