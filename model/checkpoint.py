@@ -166,6 +166,7 @@ def save_checkpoint(
     metadata["fingerprint"] = compute_fingerprint(state, metadata)
     temporary = path.with_name(path.name + ".tmp")
     save_file(state, str(temporary), metadata={"format": FORMAT, "fingerprint": metadata["fingerprint"]})
+    os.chmod(temporary, 0o644)  # safetensors creates 0600 files; a service running as another user must read them
     os.replace(temporary, path)
     metadata["tensors_sha256"] = file_sha256(path)
     _write_sidecar(path.with_suffix(".json"), metadata)

@@ -64,7 +64,7 @@ def cached_outputs(
     cache_dir: str | Path,
     *,
     device: str,
-    batch_size: int = 64,
+    batch_size: int,
     workers: int = 0,
 ) -> np.ndarray:
     """prefix(eval-preprocessed image) for every image, float32 [N, ...], memory-mapped.

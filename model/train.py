@@ -43,7 +43,7 @@ from model.backbones import create_backbone
 from model.checkpoint import FULL, HEAD_ONLY, save_checkpoint
 from model.codes import codes_from_logits
 from model.data import DataSplits, ImageDataset, LabelledImages, load_splits
-from model.encoder import default_device
+from model.encoder import default_device, inference_batch_size
 from model.feature_cache import cached_outputs
 from model.hashnet import HashNet
 from model.metrics import mean_average_precision
@@ -74,7 +74,6 @@ class _SplitModel:
         if not 0 <= frozen_stages <= len(stages):
             raise ValueError(f"{model.backbone.name} has {len(stages)} stages; cannot freeze {frozen_stages}")
         self.model = model
-        self.frozen_stages = frozen_stages
         self.frozen = nn.Sequential(*stages[:frozen_stages]).requires_grad_(False)
         self.trained = nn.Sequential(*stages[frozen_stages:])
         self.prefix_name = f"{model.backbone.name}[:{frozen_stages}]"
@@ -113,8 +112,8 @@ class _CachedInputs:
     """Batches of precomputed prefix outputs."""
 
     def __init__(self, outputs: np.ndarray, labels: np.ndarray) -> None:
-        # Pooled features are small enough to hold in memory; feature maps stay memory-mapped.
-        self.outputs = np.asarray(outputs) if outputs.ndim == 2 else outputs
+        # Pooled features are small enough to read into memory; feature maps stay memory-mapped.
+        self.outputs = np.array(outputs) if outputs.ndim == 2 else outputs
         self.labels = torch.from_numpy(labels.astype(np.float32))
 
     def batches(self, batch_indices: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -229,10 +228,10 @@ def split_logits(split: _SplitModel, config: TrainConfig, images: LabelledImages
     """Hash-layer outputs z [N, bits] for an image set, through the deterministic eval preprocessing."""
     split.model.eval()
     preprocess = split.model.backbone.preprocess
-    batch_size = max(config.batch_size, 64)
+    batch_size = inference_batch_size(device, preprocess.input_size)
     if config.uses_cache:
         outputs = cached_outputs(
-            split.frozen, split.prefix_name, preprocess, images, config.cache_dir, device=device, batch_size=batch_size, workers=config.workers
+            split.frozen, split.prefix_name, preprocess, images, config.cache_dir, device=device, batch_size=batch_size, workers=config.workers,
         )
         batches = (torch.from_numpy(np.array(outputs[i : i + batch_size])) for i in range(0, len(images), batch_size))
     else:
@@ -280,6 +279,68 @@ def run_training(config: TrainConfig, splits: DataSplits | None = None) -> Train
         handler.close()
 
 
+def _training_inputs(config: TrainConfig, split: _SplitModel, images: LabelledImages, device: str) -> _CachedInputs | _ImageInputs:
+    preprocess = split.model.backbone.preprocess
+    if config.uses_cache:
+        outputs = cached_outputs(
+            split.frozen, split.prefix_name, preprocess, images, config.cache_dir,
+            device=device, batch_size=inference_batch_size(device, preprocess.input_size), workers=config.workers,
+        )
+        return _CachedInputs(outputs, images.labels)
+    return _ImageInputs(ImageDataset(images, train_transform(preprocess, config.augment)), split, device, config.workers)
+
+
+def _train(config: TrainConfig, run_dir: Path, split: _SplitModel, train_images: LabelledImages, device: str, resuming: bool) -> dict[str, Any]:
+    """The optimisation loop; returns the summary of this session's training."""
+    inputs = _training_inputs(config, split, train_images, device)
+    batch_size = min(config.batch_size, len(train_images))
+    iterations_per_epoch = len(train_images) // batch_size
+    total_iterations = config.epochs * iterations_per_epoch
+    save_every = config.save_every or iterations_per_epoch
+    optimizer = _build_optimizer(config, split)
+    schedule, criterion, activation = config.beta_schedule(), config.loss(), config.activation()
+
+    iteration = start_iteration = restore_train_state(run_dir, split.model, set(split.trained_tensors()), optimizer) if resuming else 0
+    history = [record for record in read_history(run_dir) if record["iteration"] < iteration]
+    _start_history(run_dir, history)
+    saved_records = len(history)
+    log.info("iterations %d to %d (%d epochs x %d batches of %d)", iteration, total_iterations, config.epochs, iterations_per_epoch, batch_size)
+
+    started = time.perf_counter()
+    while iteration < total_iterations:
+        epoch, first_batch = divmod(iteration, iterations_per_epoch)
+        order = _epoch_order(len(train_images), config.seed, epoch)
+        batch_indices = [order[b * batch_size : (b + 1) * batch_size] for b in range(first_batch, iterations_per_epoch)]
+        split.train()
+        epoch_losses = []
+        progress = tqdm(inputs.batches(batch_indices), total=len(batch_indices), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        for prefix_outputs, labels in progress:
+            beta = schedule.beta_at(iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * _learning_rate_factor(config, iteration, total_iterations)
+            codes = activation(split.logits(prefix_outputs.to(device, non_blocking=True)), beta)
+            loss = criterion(codes, labels.to(device, non_blocking=True))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            epoch_losses.append(loss.item())
+            history.append({"iteration": iteration, "epoch": epoch, "beta": beta, "loss": epoch_losses[-1]})
+            progress.set_postfix(loss=f"{epoch_losses[-1]:.4f}", beta=f"{beta:.3f}")
+            iteration += 1
+            if iteration % save_every == 0 or iteration == total_iterations:
+                save_train_state(run_dir, split.trained_tensors(), optimizer, iteration, config.to_dict())
+                _append_history(run_dir, history[saved_records:])
+                saved_records = len(history)
+        log.info("epoch %d/%d: mean loss %.4f, beta %.3f", epoch + 1, config.epochs, float(np.mean(epoch_losses)), beta)
+    seconds = time.perf_counter() - started
+    return {
+        "iterations": total_iterations,
+        "training_seconds": seconds,
+        "seconds_per_iteration": seconds / max(1, total_iterations - start_iteration),
+        "loss_by_stage": loss_by_stage(history),
+    }
+
+
 def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> TrainResult:
     started = time.perf_counter()
     device = _resolve_device(config.device)
@@ -292,76 +353,16 @@ def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> Train
     backbone = create_backbone(config.backbone, weights=config.backbone_weights, input_size=config.image_size)
     model = HashNet(backbone, config.bits).to(device)
     split = _SplitModel(model, len(backbone.stages()) if config.mode == FROZEN else config.freeze_stages)
-    preprocess = backbone.preprocess
+    summary = _train(config, run_dir, split, splits.train, device, resuming)
 
-    if config.uses_cache:
-        outputs = cached_outputs(
-            split.frozen, split.prefix_name, preprocess, splits.train, config.cache_dir, device=device, batch_size=max(config.batch_size, 64), workers=config.workers
-        )
-        inputs: _CachedInputs | _ImageInputs = _CachedInputs(outputs, splits.train.labels)
-    else:
-        dataset = ImageDataset(splits.train, train_transform(preprocess, config.augment))
-        inputs = _ImageInputs(dataset, split, device, config.workers)
-
-    batch_size = min(config.batch_size, len(splits.train))
-    iterations_per_epoch = len(splits.train) // batch_size
-    total_iterations = config.epochs * iterations_per_epoch
-    save_every = config.save_every or iterations_per_epoch
-    optimizer = _build_optimizer(config, split)
-    schedule, criterion, activation = config.beta_schedule(), config.loss(), config.activation()
-
-    trained_names = set(split.trained_tensors())
-    iteration = start_iteration = restore_train_state(run_dir, model, trained_names, optimizer) if resuming else 0
-    history = [record for record in read_history(run_dir) if record["iteration"] < iteration] if resuming else []
-    _start_history(run_dir, history)
-    saved_records = len(history)
-    if resuming:
-        log.info("resuming at iteration %d of %d", iteration, total_iterations)
-    log.info("%d iterations (%d epochs x %d batches of %d)", total_iterations, config.epochs, iterations_per_epoch, batch_size)
-
-    training_started = time.perf_counter()
-    while iteration < total_iterations:
-        epoch, first_batch = divmod(iteration, iterations_per_epoch)
-        order = _epoch_order(len(splits.train), config.seed, epoch)
-        batch_indices = [order[b * batch_size : (b + 1) * batch_size] for b in range(first_batch, iterations_per_epoch)]
-        split.train()
-        progress = tqdm(inputs.batches(batch_indices), total=len(batch_indices), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
-        for prefix_outputs, labels in progress:
-            beta = schedule.beta_at(iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * _learning_rate_factor(config, iteration, total_iterations)
-            codes = activation(split.logits(prefix_outputs.to(device, non_blocking=True)), beta)
-            loss = criterion(codes, labels.to(device, non_blocking=True))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            history.append({"iteration": iteration, "epoch": epoch, "beta": beta, "loss": loss.item()})
-            progress.set_postfix(loss=f"{history[-1]['loss']:.4f}", beta=f"{beta:.3f}")
-            iteration += 1
-            if iteration % save_every == 0 or iteration == total_iterations:
-                save_train_state(run_dir, split.trained_tensors(), optimizer, iteration, config.to_dict())
-                _append_history(run_dir, history[saved_records:])
-                saved_records = len(history)
-        epoch_losses = [r["loss"] for r in history if r["epoch"] == epoch]
-        log.info("epoch %d/%d: mean loss %.4f, beta %.3f", epoch + 1, config.epochs, float(np.mean(epoch_losses)), beta)
-    training_seconds = time.perf_counter() - training_started
-
-    kind = HEAD_ONLY if config.mode == FROZEN and backbone.weights_file is not None else FULL
-    checkpoint = run_dir / f"hashnet-{config.backbone}-{config.bits}.safetensors"
-    summary: dict[str, Any] = {
-        "iterations": total_iterations,
-        "training_seconds": training_seconds,
-        "seconds_per_iteration": training_seconds / max(1, total_iterations - start_iteration),
-        "loss_by_stage": loss_by_stage(history),
-        "checkpoint_kind": kind,
-    }
+    summary["checkpoint_kind"] = kind = HEAD_ONLY if config.mode == FROZEN and backbone.weights_file is not None else FULL
+    metrics = {}
     if config.evaluate and len(splits.query) and len(splits.database):
         summary["quick_map"] = quick_map(split, config, splits, device)
-        log.info("quick mAP@all: %.4f (%d queries, %d database images)", summary["quick_map"]["map_all"], summary["quick_map"]["queries"], summary["quick_map"]["database"])
-    metrics = {"quick_map_all": summary["quick_map"]["map_all"]} if "quick_map" in summary else {}
-    fingerprint = save_checkpoint(
-        checkpoint, model.eval(), kind=kind, label_names=splits.train.class_names, training=config.to_dict(), metrics=metrics
-    )
+        metrics["quick_map_all"] = summary["quick_map"]["map_all"]
+        log.info("quick mAP@all: %.4f (%d queries, %d database images)", metrics["quick_map_all"], summary["quick_map"]["queries"], summary["quick_map"]["database"])
+    checkpoint = run_dir / f"hashnet-{config.backbone}-{config.bits}.safetensors"
+    fingerprint = save_checkpoint(checkpoint, model.eval(), kind=kind, label_names=splits.train.class_names, training=config.to_dict(), metrics=metrics)
     summary.update(checkpoint=str(checkpoint), fingerprint=fingerprint, total_seconds=time.perf_counter() - started)
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     log.info("saved %s checkpoint %s (fingerprint %s)", kind, checkpoint, fingerprint)
