@@ -19,13 +19,21 @@ import argparse
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from bench.index_bench import rate
-from bench.service_harness import LOAD_HEAD, RESULTS, grocery_items, quiet, save_section, table
+from bench.service_harness import (
+    LOAD_HEAD,
+    RESULTS,
+    grocery_items,
+    quiet,
+    save_section,
+    table,
+)
 from model.encoder import Encoder
 from service.images import configure_pillow, decode_image
 from service.settings import Settings
@@ -46,6 +54,11 @@ def per_image(fn: Callable[[bytes], object], images: list[bytes], threads: int, 
         return rate(lambda: list(pool.map(fn, images)), len(images), min_seconds=min_seconds, min_calls=2)
 
 
+def network_rate(encoder: Encoder, batch: torch.Tensor, min_seconds: float) -> float:
+    """Images per second of the network on one batch, called again and again."""
+    return rate(lambda: encoder.encode_tensors(batch), len(batch), min_seconds=min_seconds, min_calls=3)
+
+
 def bench_preprocess(encoder: Encoder, images: list[bytes], threads: list[int], min_seconds: float) -> list[dict]:
     decoded = [decode(data) for data in images]
     stages: dict[str, tuple[Callable, list]] = {
@@ -56,7 +69,7 @@ def bench_preprocess(encoder: Encoder, images: list[bytes], threads: list[int], 
     rows = []
     for stage, (fn, inputs) in stages.items():
         for t in threads:
-            per_s, load = quiet(lambda: per_image(fn, inputs, t, min_seconds))
+            per_s, load = quiet(partial(per_image, fn, inputs, t, min_seconds))
             rows.append({"stage": stage, "threads": t, "images_per_s": per_s, "ms_per_image": 1e3 / per_s,
                          "load": load})
             print(f"  preprocess {stage}, {t} threads: {per_s:,.1f} images/s ({1e3 / per_s:.1f} ms/image); "
@@ -72,9 +85,7 @@ def bench_network(checkpoint: Path, device: str, batch: torch.Tensor, sizes: lis
     rows = []
     try:
         for size in sizes:
-            part = batch[:size]
-            per_s, load = quiet(lambda: rate(lambda: encoder.encode_tensors(part), size,
-                                             min_seconds=min_seconds, min_calls=3))
+            per_s, load = quiet(partial(network_rate, encoder, batch[:size], min_seconds))
             rows.append({"device": device, "torch_threads": torch_threads, "batch": size, "images_per_s": per_s,
                          "ms_per_image": 1e3 / per_s, "ms_per_batch": 1e3 * size / per_s, "load": load})
             print(f"  {device}, {torch_threads} torch threads, batch {size}: {per_s:,.1f} images/s "

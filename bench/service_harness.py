@@ -142,11 +142,11 @@ def save_section(key: str, command: str, markdown: str, data: Any, out: Path = R
     document[key] = {"machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M %Z"), "command": command,
                      "markdown": markdown, "data": data}
     json_path.write_text(json.dumps(document, indent=1, default=_jsonable))
-    parts = ["## Service performance", "",
-             f"Measured on {document[key]['machine']}, no GPU unless a table says so; the client runs on the "
+    intro = (f"Measured on {document[key]['machine']}, no GPU unless a table says so; the client runs on the "
              "same machine (loopback), so its CPU is taken from the server's. Each script writes its own table "
              "into `bench/results/service_bench.{md,json}`; add `--quick` for a smoke run of seconds that writes "
-             "nothing.", "", LOAD_NOTE]
+             "nothing.")
+    parts = ["## Service performance", "", intro, "", LOAD_NOTE]
     for name, heading in SECTIONS.items():
         if name in document:
             section = document[name]
