@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
@@ -23,6 +24,8 @@ from service.schemas import DeleteResponse, IndexEntry, IndexResponse, ItemRespo
 router = APIRouter(tags=["catalogue"])
 
 _ENTRIES = TypeAdapter(list[IndexEntry])
+_DECODER = json.JSONDecoder()
+_BLANK = re.compile(r"[ \t\n\r]*")
 
 ITEMS_FIELD = (
     "JSON array with one {\"id\", \"metadata\"} object per image file, in the order of the files. "
@@ -49,18 +52,61 @@ def parse_entries(items: str | None, images: list[UploadFile]) -> list[IndexEntr
             raise invalid("items", f"files {unnamed[:5]} have no file name to use as id; send `items`", "form")
         entries = [IndexEntry(id=f.filename or "") for f in images]
     else:
+        listed, more = _json_array_head(items, len(images))
+        if more or len(listed) != len(images):
+            count = f"more than {len(listed)}" if more else str(len(listed))
+            raise invalid("items", f"lists {count} entries for {len(images)} image files", "form")
         try:
-            entries = _ENTRIES.validate_json(items)
+            entries = _ENTRIES.validate_json(f"[{','.join(listed)}]")
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("form", "items", *e["loc"])} for e in exc.errors()[:10]]) \
                 from None
-        if len(entries) != len(images):
-            raise invalid("items", f"lists {len(entries)} entries for {len(images)} image files", "form")
     seen: set[str] = set()
     duplicates = sorted({e.id for e in entries if e.id in seen or seen.add(e.id)})
     if duplicates:
         raise invalid("items", f"duplicate ids in one request: {duplicates[:5]}", "form")
     return entries
+
+
+def _json_array_head(text: str, limit: int) -> tuple[list[str], bool]:
+    """The JSON texts of the first `limit` elements of the JSON array `text`, and whether more follow.
+
+    Only those elements are parsed: a million-entry array sent with one image
+    costs as little to refuse as a right-sized one (parsed whole, it took
+    seconds and most of a gigabyte).  Their texts, not their values, are
+    returned, so that pydantic validates them as JSON, as it validates the rest.
+    """
+    try:
+        pos = _skip_blank(text, 0)
+        if not text.startswith("[", pos):
+            raise invalid("items", "Input should be a JSON array of {id, metadata} objects", "form")
+        pos = _skip_blank(text, pos + 1)
+        elements: list[str] = []
+        if not text.startswith("]", pos):
+            while True:
+                if len(elements) == limit:
+                    return elements, True
+                start = pos
+                pos = _DECODER.raw_decode(text, pos)[1]
+                elements.append(text[start:pos])
+                pos = _skip_blank(text, pos)
+                if text.startswith("]", pos):
+                    break
+                if not text.startswith(",", pos):
+                    raise json.JSONDecodeError("Expecting ',' or ']'", text, pos)
+                pos = _skip_blank(text, pos + 1)
+        end = _skip_blank(text, pos + 1)
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+        return elements, False
+    except json.JSONDecodeError as exc:
+        raise invalid("items", f"Invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", "form") from None
+    except RecursionError:
+        raise invalid("items", "Invalid JSON: nested too deeply", "form") from None
+
+
+def _skip_blank(text: str, pos: int) -> int:
+    return _BLANK.match(text, pos).end()
 
 
 @router.post("/index", response_model=IndexResponse, dependencies=[ApiKey, Multipart],
