@@ -105,7 +105,8 @@ class HammingIndex:
         self.threads = threads or kernels.default_threads()
         self.max_metadata_bytes = max_metadata_bytes
         self._lock = ReadWriteLock()  # searches vs in-memory changes
-        self._seq = 0
+        self._seq = 0  # last log entry applied
+        self._snapshot_seq = 0  # last snapshot this process loaded or wrote
         self._write_mutex = threading.RLock()  # one writer at a time, store then memory
         with self._lock.write():
             self._load(snapshot)
@@ -232,9 +233,13 @@ class HammingIndex:
             self._commit(Batch(Op.RESET))
 
     def checkpoint(self) -> None:
-        """Write a snapshot now, so a restart loads it instead of replaying the log (graceful shutdown)."""
+        """Write a snapshot now, so a restart loads it instead of replaying the log (graceful shutdown).
+
+        Nothing is written when this process has applied nothing since its last snapshot.
+        """
         with self._write_mutex:
-            self.store.write_snapshot(self._snapshot())
+            if self._seq != self._snapshot_seq:
+                self._write_snapshot()
 
     def sync(self) -> None:
         """Apply what other writers have logged since the last look (replicas do this on their own)."""
@@ -297,7 +302,7 @@ class HammingIndex:
         self._catch_up()
         if self.store.should_snapshot():
             try:
-                self.store.write_snapshot(self._snapshot())
+                self._write_snapshot()
             except StoreError:
                 # the write is already durable in the log; a later commit tries the snapshot again
                 log.exception("writing a snapshot of the index failed")
@@ -348,7 +353,7 @@ class HammingIndex:
             self._meta = BytesColumn()
         else:
             snapshot.validate(self.words)
-            self._seq = snapshot.seq
+            self._seq = self._snapshot_seq = snapshot.seq
             self._codes = _owned(snapshot.codes, np.uint64)
             self._ids = IdColumn.from_arrays(snapshot.id_blob, snapshot.id_lens)
             self._meta = BytesColumn.from_arrays(snapshot.meta_blob, snapshot.meta_lens)
@@ -401,6 +406,11 @@ class HammingIndex:
         self._n = len(keep)
         self._dead = np.zeros(self._n, dtype=np.uint8)
         self._n_dead = 0
+
+    def _write_snapshot(self) -> None:
+        snapshot = self._snapshot()
+        self.store.write_snapshot(snapshot)
+        self._snapshot_seq = snapshot.seq
 
     def _snapshot(self) -> Snapshot:
         with self._lock.read():

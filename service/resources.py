@@ -101,4 +101,14 @@ async def open_resources(settings: Settings, metrics: Metrics | None = None) -> 
     finally:
         await batcher.stop()
         await pipeline.close()
-        await asyncio.to_thread(index.close)
+        await asyncio.to_thread(close_index, index)
+
+
+def close_index(index: HammingIndex) -> None:
+    """A local index writes a snapshot on the way out, so the next start loads it instead of replaying
+    the log; replicas on Redis leave snapshots to the writes that make the log long."""
+    try:
+        if not index.store.shared:
+            index.checkpoint()
+    finally:
+        index.close()
