@@ -13,11 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis import RedisError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 
 from index import StoreError
 from service.logs import current_request_id
 
 log = logging.getLogger(__name__)
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 class ApiError(Exception):
@@ -67,11 +70,24 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 404:
         return error_response(404, "not_found", f"no route {request.method} {request.url.path}")
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
+        return error_response(405, "method_not_allowed", f"{request.method} is not allowed here; allowed: {allowed}",
+                              {"Allow": allowed})
     return error_response(exc.status_code, _code_for(exc.status_code), str(exc.detail), exc.headers)
 
 
+def _allowed_methods(request: Request) -> str:
+    """The methods some route serves at this path.  Starlette's 405 names only the first matching
+    route's, and GET /items/{id} and DELETE /items/{id} are two routes.  Mounts (static files) answer
+    every method themselves, so they are left to their own Allow."""
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    return ", ".join(method for method in _METHODS
+                     if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes))
+
+
 def _code_for(status: int) -> str:
-    return {400: "bad_request", 401: "unauthorized", 405: "method_not_allowed", 413: "request_too_large",
+    return {400: "bad_request", 401: "unauthorized", 413: "request_too_large",
             415: "unsupported_media_type"}.get(status, f"http_{status}")
 
 
