@@ -22,6 +22,7 @@ from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.resources import IndexMismatch, Resources, open_resources
 from service.routes import items, jobs, ops, search
+from service.routes.openapi import document_max_k
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -119,4 +120,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if app.state.sample_catalogue is not None:
         app.mount(CATALOGUE_URL.rstrip("/"), StaticFiles(directory=catalogue_root(app.state.sample_catalogue)),
                   name="catalogue")
+    document_max_k(app.openapi(), settings.max_k)  # the document is built once, here, with every route in
     return app

@@ -18,3 +18,12 @@ _WHY = {
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _WHY[status]} for status in statuses}
+
+
+def document_max_k(spec: dict[str, Any], max_k: int) -> None:
+    """Put k's ceiling in the document: it is a setting (DEEPHASH_MAX_K), which the Query
+    declaration cannot know, and clients (and fuzzers) should not have to guess it."""
+    for operation in (op for path in spec["paths"].values() for op in path.values()):
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "query" and parameter["name"] == "k":
+                parameter["schema"]["maximum"] = max_k
