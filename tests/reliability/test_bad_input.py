@@ -203,7 +203,8 @@ CORPUS = [
     # ------------------------------------------------ POST /index: the key, the items field, the files
     case("index-no-api-key", index(ONE, headers={}), 401, "unauthorized", "X-API-Key"),
     case("index-wrong-api-key", index(ONE, headers={"X-API-Key": "wrong"}), 401, "unauthorized", "does not match"),
-    case("index-non-ascii-api-key", index(ONE, headers={"X-API-Key": "cl\xe9-\xff".encode("latin-1")}), 401, "unauthorized"),
+    case("index-non-ascii-api-key", index(ONE, headers={"X-API-Key": "cl\xe9-\xff".encode("latin-1")}), 401,
+         "unauthorized"),
     case("items-malformed-json", index(ONE, "[{not json"), 422, "invalid_request", "items", "JSON"),
     case("items-trailing-garbage", index(ONE, '[{"id": "a"}] and more'), 422, "invalid_request", "Extra data"),
     case("items-not-an-array", index(ONE, {"id": "a"}), 422, "invalid_request", "items", "array"),
@@ -258,8 +259,8 @@ CORPUS = [
     case("catalogue-symlink-out-of-root", call("GET", "/catalogue/escape.jpg"), 404, "not_found"),
     # ------------------------------------------------ routes and methods
     case("unknown-route", call("GET", "/no/such/route"), 404, "not_found", "/no/such/route"),
-    case("put-search", call("PUT", "/search"), 405, "method_not_allowed"),
-    case("post-item", call("POST", "/items/some-id"), 405, "method_not_allowed"),
+    case("put-search", call("PUT", "/search"), 405, "method_not_allowed", "allowed: POST"),
+    case("post-item", call("POST", "/items/some-id"), 405, "method_not_allowed", "allowed: GET, DELETE"),
 ]
 
 

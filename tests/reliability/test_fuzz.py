@@ -41,7 +41,7 @@ def open_server(tmp_path_factory, checkpoint) -> Server:
 
 def test_the_server_serves_the_fuzzed_document(open_server: Server):
     assert open_server.client.get("/openapi.json").json() == SPEC
-    k = [p for p in SPEC["paths"]["/search"]["post"]["parameters"] if p["name"] == "k"][0]
+    k = next(p for p in SPEC["paths"]["/search"]["post"]["parameters"] if p["name"] == "k")
     assert k["schema"]["maximum"] == int(OPEN_LIMITS["DEEPHASH_MAX_K"]), "the document hides DEEPHASH_MAX_K"
 
 
