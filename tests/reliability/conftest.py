@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.index.conftest import redis_server
 from tests.service.conftest import LIMITS, catalogue_images, checkpoint, make_server
 from tests.service.servers import API_KEY, AUTH, Server, copy_images, grocery_images
 
-__all__ = ["API_KEY", "AUTH", "catalogue_images", "checkpoint", "make_server"]
+__all__ = ["API_KEY", "AUTH", "catalogue_images", "checkpoint", "make_server", "redis_server"]
 
 # POST /index bodies over this are refused (the service tests' limits leave it at 256 MiB).
 MAX_INDEX_BYTES = 32 << 20
