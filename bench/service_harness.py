@@ -1,9 +1,10 @@
 """What the service benchmarks share: the machine's load, grocery images, a real server, the results file.
 
-The machine is shared (a training job at nice 19, tests at normal priority),
-so every figure is stored with the 1-minute load average and the CPU that
-other processes at normal priority took while it was measured, and `quiet`
-repeats a measurement that others disturbed.  The three scripts each write
+The machine is shared (training jobs, tests), so every figure is stored with
+the 1-minute load average and the CPU other processes took while it was
+measured, and `quiet` repeats a measurement that others disturbed.  Niced
+processes count too: with the kernel's autogroup scheduling (on here), a
+niced job in another session still gets its fair share of the cores.  The three scripts each write
 their own section of bench/results/service_bench.{json,md}; the Markdown is
 rebuilt from the JSON, so running one script leaves the others' tables.
 """
@@ -28,7 +29,7 @@ from tests.service.servers import Server
 RESULTS = Path(__file__).resolve().parent / "results"
 # Sections of service_bench.md, in this order: script key -> heading.
 SECTIONS = {"encode": "Encoding", "search": "/search latency", "index": "/index throughput"}
-# Other processes at normal priority may use this many cores before a measurement is repeated.
+# Other processes may use this many cores before a measurement is repeated.
 MAX_OTHERS_CORES = 0.25
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -40,8 +41,8 @@ class Load:
     """How busy the machine was during one measurement, in cores (2 = both cores all the time)."""
 
     load_1min: float  # the load average at the end (it counts this benchmark too)
-    others: float  # CPU of other processes at normal priority: the disturbance
-    nice: float  # CPU of niced processes (the training job), which ours preempt
+    others: float  # CPU of every other process: the disturbance
+    nice: float  # the part of `others` that niced processes (training jobs) took
     ours: float  # this process and the server
 
     def cells(self) -> list[str]:
@@ -50,15 +51,15 @@ class Load:
 
 LOAD_HEAD = ["load avg", "others' CPU"]
 LOAD_NOTE = ("*load avg*: the 1-minute load average at the end of the row's measurement (it counts the "
-             "benchmark itself); *others' CPU*: cores used by other processes at normal priority meanwhile "
-             "(a training job at nice 19 is not counted: the benchmark preempts it). Rows were repeated "
-             f"(up to 3 tries, the least disturbed kept) while others used more than {MAX_OTHERS_CORES} cores.")
+             "benchmark itself); *others' CPU*: cores used by other processes meanwhile (niced training jobs "
+             "included: with autogroup scheduling they keep a fair share). A row was measured again (up to 3 "
+             f"tries, the least disturbed kept) while others used more than {MAX_OTHERS_CORES} cores.")
 
 
 def _machine_ticks() -> tuple[int, int]:
-    """(busy at normal priority, busy niced) clock ticks of the whole machine since boot."""
+    """(busy, of which niced) clock ticks of the whole machine since boot."""
     user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
-    return user + system + irq + softirq, nice
+    return user + nice + system + irq + softirq, nice
 
 
 def _process_ticks(pid: int | str) -> int:
