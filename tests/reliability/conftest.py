@@ -15,6 +15,8 @@ from tests.service.servers import API_KEY, AUTH, Server, copy_images, grocery_im
 
 __all__ = ["API_KEY", "AUTH", "catalogue_images", "checkpoint", "make_server", "redis_server"]
 
+# The service tests' small limits without the API key: the fuzzer reaches POST /index and DELETE.
+OPEN_LIMITS = {name: value for name, value in LIMITS.items() if name != "DEEPHASH_API_KEY"}
 # POST /index bodies over this are refused (the service tests' limits leave it at 256 MiB).
 MAX_INDEX_BYTES = 32 << 20
 # A file outside every catalogue root that a symlink inside one points at: it must never be served.
@@ -40,6 +42,16 @@ def guarded(tmp_path_factory, checkpoint: Path, shared_data: Path) -> Server:
     server = Server(workdir, {"DEEPHASH_CHECKPOINT": str(checkpoint), "DEEPHASH_DATA_DIR": str(workdir),
                               "DEEPHASH_SAMPLE_CATALOGUE": "shelf",
                               "DEEPHASH_MAX_INDEX_BYTES": str(MAX_INDEX_BYTES), **LIMITS})
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def open_server(tmp_path_factory, checkpoint: Path) -> Server:
+    """A server with the small limits and no API key."""
+    server = Server(tmp_path_factory.mktemp("open"), {"DEEPHASH_CHECKPOINT": str(checkpoint), **OPEN_LIMITS})
     try:
         yield server.start()
     finally:

@@ -11,32 +11,20 @@ minute on two shared cores, and derandomized, so that it is repeatable.
 """
 from __future__ import annotations
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance
 
 from service.app import create_app
 from service.settings import Settings
-from tests.service.conftest import LIMITS
+from tests.reliability.conftest import OPEN_LIMITS
 from tests.service.servers import Server
 
-# The service tests' small limits, without the API key: the fuzzer reaches POST /index and DELETE.
-OPEN_LIMITS = {name: value for name, value in LIMITS.items() if name != "DEEPHASH_API_KEY"}
 EXAMPLES_PER_OPERATION = 100
 
 SPEC = create_app(Settings(**{name.removeprefix("DEEPHASH_").lower(): value for name, value in OPEN_LIMITS.items()},
                            sample_catalogue="")).openapi()
 schema = schemathesis.openapi.from_dict(SPEC)
-
-
-@pytest.fixture(scope="module")
-def open_server(tmp_path_factory, checkpoint) -> Server:
-    server = Server(tmp_path_factory.mktemp("fuzzed"), {"DEEPHASH_CHECKPOINT": str(checkpoint), **OPEN_LIMITS})
-    try:
-        yield server.start()
-    finally:
-        server.close()
 
 
 def test_the_server_serves_the_fuzzed_document(open_server: Server):
