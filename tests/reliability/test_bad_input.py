@@ -127,11 +127,12 @@ class Case:
     words: tuple[str, ...] = ()
     within_s: float = 15.0  # no hang: the answer comes within this
     reads_up_to: int = 0  # body bytes the server may read before it refuses (its limit, for counted bodies)
+    fields: tuple[str, ...] = ()  # a 422's `errors` names exactly these fields
 
 
 def case(name: str, send: Send, status: int, code: str, *words: str, within_s: float = 15.0,
-         reads_up_to: int = 0) -> Case:
-    return Case(name, send, status, code, words, within_s, reads_up_to)
+         reads_up_to: int = 0, fields: tuple[str, ...] = ()) -> Case:
+    return Case(name, send, status, code, words, within_s, reads_up_to, fields)
 
 
 UNTERMINATED = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n\xff\xd8\xff'
@@ -166,6 +167,8 @@ CORPUS = [
          "900000000 pixels"),
     case("bomb-png-just-over-the-cap", search(encoded(Image.new("L", (1200, 1000)), "PNG", optimize=True)),
          413, "too_many_pixels", "pixels"),
+    case("bomb-png-3000x3000-encoded", search(encoded(Image.new("L", (3000, 3000)), "PNG", optimize=True)),
+         413, "too_many_pixels", "pixels"),
     case("bomb-gif-65535x65535", search(gif_declaring(65535, 65535), "image/gif"), 413, "too_many_pixels"),
     case("image-file-over-the-cap", search(b"\xff\xd8" + bytes(MAX_UPLOAD + 1000)), 413, "image_too_large",
          str(MAX_UPLOAD)),
@@ -177,14 +180,16 @@ CORPUS = [
     case("index-100mb-chunked", streamed("/index", "images", declared=False), 413, "request_too_large",
          str(MAX_INDEX_BYTES), reads_up_to=MAX_INDEX_BYTES),
     # ------------------------------------------------ search parameters
-    *[case(f"k-{name}", search(ONE[0], k=k), 422, "invalid_request", "k")
+    *[case(f"k-{name}", search(ONE[0], k=k), 422, "invalid_request", "k", fields=("k",))
       for name, k in [("zero", "0"), ("negative", "-3"), ("over-max", "51"), ("huge", str(10**30)),
                       ("fraction", "2.5"), ("word", "ten"), ("empty", ""), ("nan", "NaN")]],
-    case("max-distance-negative", search(ONE[0], max_distance="-1"), 422, "invalid_request", "max_distance"),
-    case("max-distance-word", search(ONE[0], max_distance="far"), 422, "invalid_request", "max_distance"),
+    case("max-distance-negative", search(ONE[0], max_distance="-1"), 422, "invalid_request", "max_distance",
+         fields=("max_distance",)),
+    case("max-distance-word", search(ONE[0], max_distance="far"), 422, "invalid_request", "max_distance",
+         fields=("max_distance",)),
     # ------------------------------------------------ wrong fields, not multipart
     case("search-wrong-field-name", search(ONE[0], field="picture"), 422, "invalid_request", "image",
-         "Field required"),
+         "Field required", fields=("image",)),
     case("search-image-as-text-field", post("/search", data={"image": "not a file"}, files={"x": ("x", b"")}),
          422, "invalid_request", "image"),
     case("search-json-body", post("/search", json={"image": "aGVsbG8="}), 415, "unsupported_media_type",
@@ -205,7 +210,8 @@ CORPUS = [
     case("index-wrong-api-key", index(ONE, headers={"X-API-Key": "wrong"}), 401, "unauthorized", "does not match"),
     case("index-non-ascii-api-key", index(ONE, headers={"X-API-Key": "cl\xe9-\xff".encode("latin-1")}), 401,
          "unauthorized"),
-    case("items-malformed-json", index(ONE, "[{not json"), 422, "invalid_request", "items", "JSON"),
+    case("items-malformed-json", index(ONE, "[{not json"), 422, "invalid_request", "items", "JSON",
+         fields=("items",)),
     case("items-trailing-garbage", index(ONE, '[{"id": "a"}] and more'), 422, "invalid_request", "Extra data"),
     case("items-not-an-array", index(ONE, {"id": "a"}), 422, "invalid_request", "items", "array"),
     case("items-entry-without-id", index(ONE, [{"metadata": {}}]), 422, "invalid_request", "items.0.id",
@@ -213,7 +219,7 @@ CORPUS = [
     case("items-empty-id", index(ONE, [{"id": ""}]), 422, "invalid_request", "items.0.id"),
     case("items-id-not-a-string", index(ONE, [{"id": 42}]), 422, "invalid_request", "items.0.id", "string"),
     case("items-metadata-not-an-object", index(ONE, [{"id": "a", "metadata": [1, 2]}]), 422, "invalid_request",
-         "items.0.metadata"),
+         "items.0.metadata", "object"),
     case("items-unknown-key", index(ONE, [{"id": "a", "extra": 1}]), 422, "invalid_request", "extra"),
     case("items-metadata-nested-100000-deep",
          index(ONE, '[{"id": "a", "metadata": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}]"), 422,
@@ -227,7 +233,7 @@ CORPUS = [
     case("files-duplicate-names", post("/index", headers=AUTH, files=files([("a.jpg", b"x"), ("a.jpg", b"y")])),
          422, "invalid_request", "duplicate", "a.jpg"),
     case("index-no-files", post("/index", headers=AUTH, data={"items": "[]"}, files={"other": ("x", b"x")}), 422,
-         "invalid_request", "images"),
+         "invalid_request", "images", fields=("images",)),
     case("index-41-files", post("/index", headers=AUTH, files=files([(f"{n}.jpg", b"x") for n in range(41)])),
          400, "bad_request", "Too many files"),
     case("index-1001-fields", post("/index", headers=AUTH, files=[(f"f{n}", (None, "x")) for n in range(1001)]
@@ -244,6 +250,7 @@ CORPUS = [
     case("item-10000-char-id", call("GET", "/items/" + "x" * 10_000), 404, "item_not_found"),
     case("delete-10000-char-id", call("DELETE", "/items/" + "x" * 10_000, AUTH), 400, "invalid_id",
          "the limit is 512"),
+    case("delete-unknown", call("DELETE", "/items/no-such-item", AUTH), 404, "item_not_found", "no-such-item"),
     case("delete-no-api-key", call("DELETE", "/items/anything"), 401, "unauthorized", "X-API-Key"),
     case("similar-unknown", call("GET", "/items/no-such-item/similar"), 404, "item_not_found"),
     case("job-malformed-id", call("GET", "/jobs/not-a-job-id"), 404, "job_not_found", "not-a-job-id"),
@@ -293,6 +300,8 @@ def test_bad_input_gets_a_clear_4xx(kit: Kit, baseline_rss: int, bad: Case):
     assert reply.body["request_id"] == reply.headers["x-request-id"]
     assert seconds < bad.within_s, f"answered after {seconds:.1f} s"
     assert reply.sent < bad.reads_up_to + SOCKET_SLACK, f"the server took {reply.sent} bytes before refusing"
+    if bad.fields:
+        assert [error["field"] for error in reply.body["errors"]] == list(bad.fields), reply.body
 
 
 def test_the_server_is_healthy_and_lean_after_the_corpus(kit: Kit, baseline_rss: int):
