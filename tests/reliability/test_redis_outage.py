@@ -110,7 +110,10 @@ def test_redis_killed_under_load(make_server, redis_server: RedisServer, catalog
     server.stop()
     fresh = make_server(DEEPHASH_REDIS_URL=redis_server.url, DEEPHASH_REDIS_NAMESPACE="outage")
     acknowledged = [item_id for c in clients[:2] for item_id in c.outcome.acknowledged]
-    assert fresh.client.get("/stats").json()["count"] == len(acknowledged)
+    attempted = sum(len(c.outcome.answers) for c in clients[:2])
+    # A write can be durable yet unacknowledged (Redis died after its fsync, before its reply): more may
+    # be there than was acknowledged, never more than was sent.
+    assert len(acknowledged) <= fresh.client.get("/stats").json()["count"] <= attempted
     lost = [item_id for item_id in acknowledged if fresh.client.get(f"/items/{item_id}").status_code != 200]
     assert lost == [], f"acknowledged, then lost with Redis: {lost}"
     print(f"\n/ready 503 {not_ready_after:.2f} s after the kill, 200 {ready_after:.2f} s after the restart; "
