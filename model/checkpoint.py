@@ -48,14 +48,6 @@ class LoadedCheckpoint:
     def fingerprint(self) -> str:
         return self.metadata["fingerprint"]
 
-    @property
-    def preprocess(self) -> PreprocessConfig:
-        return PreprocessConfig.from_dict(self.metadata["preprocess"])
-
-    @property
-    def label_names(self) -> list[str]:
-        return list(self.metadata["label_names"])
-
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()

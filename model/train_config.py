@@ -18,7 +18,7 @@ MODE_DEFAULTS = {FINETUNE: {"epochs": 20, "batch_size": 64}, FROZEN: {"epochs": 
 
 # Fields that may differ when a run is resumed: they change how long or where
 # it runs, not what it learns.
-RESUMABLE_CHANGES = {"epochs", "workers", "device", "save_every", "resume", "evaluate", "eval_db_limit"}
+RESUMABLE_CHANGES = {"epochs", "workers", "device", "save_every", "resume", "evaluate", "eval_db_limit", "cache_dir"}
 
 
 @dataclass(frozen=True)
