@@ -77,6 +77,7 @@ def latency_ms(seconds: list[float]) -> dict[str, float]:
 
 
 def rss_bytes(pid: int) -> int:
+    """Resident memory of a process on this machine, from /proc (no psutil needed)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability tests: real servers with small limits, hostile files, the server's memory.
+"""Fixtures of the reliability tests: real servers with small limits and a catalogue root to escape from.
 
 The service tests' fixtures (the checkpoint, `make_server`, grocery images)
 are reused as they are; the servers here only differ in their settings.
@@ -21,14 +21,6 @@ OPEN_LIMITS = {name: value for name, value in LIMITS.items() if name != "DEEPHAS
 MAX_INDEX_BYTES = 32 << 20
 # A file outside every catalogue root that a symlink inside one points at: it must never be served.
 OUTSIDE_SECRET = b"a file outside the catalogue root"
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process, from /proc (no psutil needed)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"process {pid} reports no VmRSS")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.reliability.conftest import MAX_INDEX_BYTES, rss_bytes
+from bench.load_test import rss_bytes
+from tests.reliability.conftest import MAX_INDEX_BYTES
 from tests.reliability.hostile import (
     CHUNK,
     encoded,
