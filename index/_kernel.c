@@ -529,10 +529,11 @@ done:
 }
 
 /*
- * insert(slots, blob, starts, lens, rows): add the given rows, whose ids are
- * not in the table yet.  The caller keeps the load factor below 3/4.
+ * Insert (the rows' ids are not in the table yet; the caller keeps the load
+ * factor below 3/4) or remove the ids of the given rows.
+ * Arguments: (slots, blob, starts, lens, rows).
  */
-static PyObject *py_id_insert(PyObject *self, PyObject *args) {
+static PyObject *id_update(PyObject *args, int insert) {
     PyObject *a[5];
     if (!PyArg_ParseTuple(args, "OOOOO", &a[0], &a[1], &a[2], &a[3], &a[4])) return NULL;
     buf_t bs = {0}, bb = {0}, bst = {0}, bl = {0}, br = {0};
@@ -543,8 +544,9 @@ static PyObject *py_id_insert(PyObject *self, PyObject *args) {
     const int64_t *rows = br.view.buf;
     Py_ssize_t nr = n_items(&br), nrows = n_items(&bst);
     for (Py_ssize_t i = 0; i < nr; i++) {
+        /* a slot stores row + 1 in 32 bits */
         if (rows[i] < 0 || rows[i] >= nrows || rows[i] >= 0xFFFFFFFFLL) {
-            PyErr_SetString(PyExc_ValueError, "id insert: row out of range");
+            PyErr_SetString(PyExc_ValueError, "id table: row out of range");
             goto done;
         }
     }
@@ -554,8 +556,13 @@ static PyObject *py_id_insert(PyObject *self, PyObject *args) {
         const uint8_t *p = t.blob + t.starts[rows[i]];
         uint64_t h = hash_id(p, t.lens[rows[i]]);
         Py_ssize_t s = idtab_probe(&t, p, t.lens[rows[i]], h);
-        if (s >= 0) duplicate = 1;
-        else t.slots[-s - 1] = (h & 0xFFFFFFFF00000000ULL) | (uint64_t)(rows[i] + 1);
+        if (!insert) {
+            if (s >= 0) idtab_delete_slot(&t, s);
+        } else if (s >= 0) {
+            duplicate = 1;
+        } else {
+            t.slots[-s - 1] = (h & 0xFFFFFFFF00000000ULL) | (uint64_t)(rows[i] + 1);
+        }
     }
     Py_END_ALLOW_THREADS;
     if (duplicate) {
@@ -568,35 +575,9 @@ done:
     return result;
 }
 
-/* remove(slots, blob, starts, lens, rows): drop the given rows' ids. */
-static PyObject *py_id_remove(PyObject *self, PyObject *args) {
-    PyObject *a[5];
-    if (!PyArg_ParseTuple(args, "OOOOO", &a[0], &a[1], &a[2], &a[3], &a[4])) return NULL;
-    buf_t bs = {0}, bb = {0}, bst = {0}, bl = {0}, br = {0};
-    idtab_t t;
-    PyObject *result = NULL;
-    if (idtab_open(a[0], a[1], a[2], a[3], &bs, &bb, &bst, &bl, &t) < 0) goto done;
-    if (get_buf(a[4], &br, 0, 8, "rows") < 0) goto done;
-    const int64_t *rows = br.view.buf;
-    Py_ssize_t nr = n_items(&br), nrows = n_items(&bst);
-    for (Py_ssize_t i = 0; i < nr; i++) {
-        if (rows[i] < 0 || rows[i] >= nrows) {
-            PyErr_SetString(PyExc_ValueError, "id remove: row out of range");
-            goto done;
-        }
-    }
-    Py_BEGIN_ALLOW_THREADS;
-    for (Py_ssize_t i = 0; i < nr; i++) {
-        const uint8_t *p = t.blob + t.starts[rows[i]];
-        Py_ssize_t s = idtab_probe(&t, p, t.lens[rows[i]], hash_id(p, t.lens[rows[i]]));
-        if (s >= 0) idtab_delete_slot(&t, s);
-    }
-    Py_END_ALLOW_THREADS;
-    result = Py_NewRef(Py_None);
-done:
-    release(&bs); release(&bb); release(&bst); release(&bl); release(&br);
-    return result;
-}
+static PyObject *py_id_insert(PyObject *self, PyObject *args) { return id_update(args, 1); }
+
+static PyObject *py_id_remove(PyObject *self, PyObject *args) { return id_update(args, 0); }
 
 static PyMethodDef methods[] = {
     {"knn", (PyCFunction)(void (*)(void))py_knn, METH_VARARGS | METH_KEYWORDS,

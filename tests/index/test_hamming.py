@@ -100,48 +100,51 @@ def test_exact_against_brute_force_through_upserts_and_deletes(bits: int, cluste
         assert_same(index, ref, queries, k)
 
 
-@pytest.mark.parametrize("bits", [32, 64, 128, 256])
-def test_matches_faiss_binary_flat(bits: int) -> None:
-    rng = np.random.default_rng(bits)
-    packed = random_codes(rng, 5000, bits, clustered=True)
-    index = HammingIndex(bits, "test")
+def assert_agrees_with_faiss(packed: np.ndarray, queries: np.ndarray, ks: tuple[int, ...], threads: int) -> None:
+    """Ids are row numbers, so faiss's labels (ties by lower label) must equal ours exactly."""
+    bits = packed.shape[1] * 8
+    index = HammingIndex(bits, "test", threads=threads)
     index.upsert([str(i) for i in range(len(packed))], packed)
     flat = faiss.IndexBinaryFlat(bits)
     flat.add(packed)
-    queries = random_codes(rng, 20, bits, clustered=True)
-    for k in (1, 10, 100):
+    for k in ks:
         want_d, want_i = flat.search(queries, k)
         got = index.search(queries, k)
         assert np.array_equal(got.distances, want_d)
         assert np.array_equal(got.ids.astype(np.int64), want_i)
 
 
+@pytest.mark.parametrize("bits", [32, 64, 128, 256])
+def test_matches_faiss_binary_flat(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    assert_agrees_with_faiss(random_codes(rng, 5000, bits, clustered=True),
+                             random_codes(rng, 20, bits, clustered=True), (1, 10, 100), threads=1)
+
+
 @pytest.mark.parametrize("bits", [64, 128, 192])
 def test_two_thread_scan_agrees_with_faiss(bits: int) -> None:
     """Large enough (>= 2 x 65,536 rows) that the kernel splits rows across threads and merges."""
     rng = np.random.default_rng(1)
-    packed = random_codes(rng, 150_000, bits, clustered=True)
-    index = HammingIndex(bits, "test", threads=2)
-    index.upsert([str(i) for i in range(len(packed))], packed)
-    flat = faiss.IndexBinaryFlat(bits)
-    flat.add(packed)
-    queries = random_codes(rng, 5, bits, clustered=True)
-    want_d, want_i = flat.search(queries, 100)
-    got = index.search(queries, 100)
-    assert np.array_equal(got.distances, want_d)
-    assert np.array_equal(got.ids.astype(np.int64), want_i)
+    assert_agrees_with_faiss(random_codes(rng, 150_000, bits, clustered=True),
+                             random_codes(rng, 5, bits, clustered=True), (100,), threads=2)
+
+
+def filled(rng: np.random.Generator, bits: int, n: int, removed: slice) -> tuple[HammingIndex, Reference]:
+    """An index and its reference holding the same n clustered codes, minus ids[removed]."""
+    index, ref = HammingIndex(bits, "test"), Reference(bits)
+    packed = random_codes(rng, n, bits, clustered=True)
+    ids = [f"p{i}" for i in range(n)]
+    index.upsert(ids, packed)
+    ref.upsert(ids, packed, [{}] * n)
+    index.remove(ids[removed])
+    ref.remove(ids[removed])
+    return index, ref
 
 
 def test_range_search_matches_reference() -> None:
     rng = np.random.default_rng(3)
     bits = 64
-    index, ref = HammingIndex(bits, "test"), Reference(bits)
-    packed = random_codes(rng, 2000, bits, clustered=True)
-    ids = [f"p{i}" for i in range(2000)]
-    index.upsert(ids, packed)
-    ref.upsert(ids, packed, [{}] * 2000)
-    index.remove(ids[::3])
-    ref.remove(ids[::3])
+    index, ref = filled(rng, bits, 2000, slice(None, None, 3))
     queries = random_codes(rng, 4, bits, clustered=True)
     result = index.range_search(queries, 3)
     want = ref.search(queries, 10**9, max_distance=3)
@@ -156,22 +159,17 @@ def test_range_search_matches_reference() -> None:
 def test_compaction_keeps_results_and_order() -> None:
     rng = np.random.default_rng(4)
     bits = 32
-    index, ref = HammingIndex(bits, "test"), Reference(bits)
-    packed = random_codes(rng, 6000, bits, clustered=True)
-    ids = [f"c{i}" for i in range(6000)]
-    index.upsert(ids, packed)
-    ref.upsert(ids, packed, [{}] * 6000)
-    index.remove(ids[1::2])
-    ref.remove(ids[1::2])
+    index, ref = filled(rng, bits, 6000, slice(1, None, 2))
     stats = index.stats()
     assert stats["rows"] == 3000 and stats["deleted_rows"] == 0  # compacted
     queries = random_codes(rng, 5, bits, clustered=True)
     assert_same(index, ref, queries, 200)
     # still writable after compaction, and the id table still finds everyone
-    index.upsert(["c1"], packed[1:2], [{"back": True}])
-    ref.upsert(["c1"], packed[1:2], [{"back": True}])
-    assert index.get("c1").metadata == {"back": True}
-    assert all(i in index for i in ids[::2])
+    code = random_codes(rng, 1, bits, clustered=True)
+    index.upsert(["p1"], code, [{"back": True}])
+    ref.upsert(["p1"], code, [{"back": True}])
+    assert index.get("p1").metadata == {"back": True}
+    assert all(f"p{i}" in index for i in range(0, 6000, 2))
     assert_same(index, ref, queries, 200)
 
 
