@@ -31,6 +31,7 @@ import httpx
 from bench.service_harness import (
     LOAD_HEAD,
     RESULTS,
+    add_server_env,
     grocery_items,
     multipart,
     quiet,
@@ -87,12 +88,13 @@ def job_run(client: httpx.Client, items: list[CatalogueItem]) -> dict:
             "images_per_s": len(items) / seconds, "ms_per_request": 1e3 * seconds, "accepted_ms": 1e3 * accepted}
 
 
-HEAD = ["mode", "images", "requests", "images/s", "ms/request", *LOAD_HEAD]
+HEAD = ["mode", "images", "requests", "images/s", "ms/request", "server CPU ms/image", *LOAD_HEAD]
 
 
 def cells(row: dict) -> list[str]:
     return [row["mode"], str(row["images"]), str(row["requests"]), f"{row['images_per_s']:.1f}",
-            f"{row['ms_per_request']:,.0f}", *row["load"].cells()]
+            f"{row['ms_per_request']:,.0f}", f"{1e3 * row['load'].cpu_seconds()[1] / row['images']:.0f}",
+            *row["load"].cells()]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="batches of 4, a job of 8 images: a smoke run")
     parser.add_argument("--batches", type=int, nargs="+", default=BATCH_SIZES, help="images per sync request")
     parser.add_argument("--images", type=int, default=256, help="images per mode")
+    add_server_env(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# POST /index, {count} grocery test images per mode\n\n{table(HEAD, [])}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp, \
-            running_server(Path(tmp), {"DEEPHASH_ASYNC_INDEX_THRESHOLD": str(threshold)}) as server:
+            running_server(Path(tmp), {"DEEPHASH_ASYNC_INDEX_THRESHOLD": str(threshold), **dict(args.server_env)}) \
+            as server:
         pids = (server.process.pid,)
         runs = [partial(sync_run, server.client, items, batch) for batch in batches]
         runs.append(partial(job_run, server.client, items))

@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.service_harness import (
     LOAD_HEAD,
     RESULTS,
+    add_server_env,
     grocery_items,
     multipart,
     percentiles,
@@ -86,10 +87,12 @@ async def load_level(url: str, bodies: list[tuple[bytes, dict[str, str]]], clien
     latencies: list[float] = []
     stages: list[dict[str, float]] = []
     statuses: Counter[int] = Counter()
+    answered = 0  # warm-up included, to share out the CPU time measured around the whole level
     loop = asyncio.get_running_loop()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         async def one_client(first: int, until: float, record: bool) -> None:
+            nonlocal answered
             n = first
             while loop.time() < until:
                 body, headers = bodies[n % len(bodies)]
@@ -97,6 +100,7 @@ async def load_level(url: str, bodies: list[tuple[bytes, dict[str, str]]], clien
                 sent = time.perf_counter()
                 response = await client.post(f"/search?k={K}", content=body, headers=headers)
                 latency = time.perf_counter() - sent
+                answered += 1
                 if not record:
                     continue
                 statuses[response.status_code] += 1
@@ -113,6 +117,7 @@ async def load_level(url: str, bodies: list[tuple[bytes, dict[str, str]]], clien
               for name in ("decode", "encode", "search", "total")} if stages else {}
     overhead = [1e3 * lat - s["total_ms"] for lat, s in zip(latencies, stages)]
     return {"clients": clients, "seconds": elapsed, "ok": len(latencies), "statuses": dict(statuses),
+            "answered_with_warmup": answered,
             "requests_per_s": len(latencies) / elapsed,
             "latency_ms": {p: 1e3 * v for p, v in percentiles(latencies).items()},
             "server_p50_ms": server, "outside_p50_ms": percentiles(overhead, (50,)).get("p50")}
@@ -129,45 +134,53 @@ def run_level(server_url: str, control: httpx.Client, bodies: list, clients: int
 
 
 def bench_size(n: int, workdir: Path, bodies: list, catalogue: list[CatalogueItem], clients: list[int],
-               seconds: float, warmup_s: float) -> list[dict]:
+               seconds: float, warmup_s: float, env: dict[str, str]) -> list[dict]:
     path = workdir / f"index-{n}"
     build_s = build_index(path, n, catalogue)
-    print(f"\n{n:,} items (built in {build_s:.1f} s)\n\n{table(HEAD, [])}", flush=True)
+    print(f"\n{n:,} items (built in {build_s:.1f} s)\n\n{table(LATENCY_HEAD, [])}", flush=True)
     rows = []
-    with running_server(workdir, {"DEEPHASH_INDEX_PATH": str(path)}) as server:
+    with running_server(workdir, {"DEEPHASH_INDEX_PATH": str(path), **env}) as server:
         for c in clients:
             row, load = quiet(partial(run_level, server.url, server.client, bodies, c, seconds, warmup_s),
                               pids=(server.process.pid,))
-            rows.append({"items": n, **row, "load": load})
-            print(format_row(rows[-1]), flush=True)
+            client_s, server_s = load.cpu_seconds()
+            rows.append({"items": n, **row, "load": load, "server_cpu_ms": 1e3 * server_s / row["answered_with_warmup"],
+                         "client_cpu_ms": 1e3 * client_s / row["answered_with_warmup"]})
+            print(f"{table(LATENCY_HEAD, [latency_cells(rows[-1])]).splitlines()[-1]}\n  where the time goes: "
+                  f"{table(TIME_HEAD, [time_cells(rows[-1])]).splitlines()[-1]}", flush=True)
     return rows
 
 
-HEAD = ["items", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "server decode", "server encode",
-        "server search", "outside the handler", "images per encoder call", "errors", *LOAD_HEAD]
+LATENCY_HEAD = ["items", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", *LOAD_HEAD]
+TIME_HEAD = ["items", "clients", "decode", "encode", "search", "outside the handler", "images per encoder call",
+             "server CPU", "client CPU"]
 
 
-def format_row(row: dict) -> str:
-    return table(HEAD, [cells(row)]).splitlines()[-1]
-
-
-def cells(row: dict) -> list[str]:
-    lat, server = row["latency_ms"], row["server_p50_ms"]
+def latency_cells(row: dict) -> list[str]:
+    lat = row["latency_ms"]
     errors = sum(count for status, count in row["statuses"].items() if status != 200)
     return [f"{row['items']:,}", str(row["clients"]), f"{row['requests_per_s']:.1f}",
-            *(f"{lat[p]:.0f}" for p in ("p50", "p95", "p99")),
-            *(f"{server[s]:.1f}" for s in ("decode", "encode", "search")), f"{row['outside_p50_ms']:.1f}",
-            f"{row['mean_batch']:.1f}", str(errors), *row["load"].cells()]
+            *(f"{lat[p]:.0f}" for p in ("p50", "p95", "p99")), str(errors), *row["load"].cells()]
+
+
+def time_cells(row: dict) -> list[str]:
+    server = row["server_p50_ms"]
+    return [f"{row['items']:,}", str(row["clients"]), *(f"{server[s]:.1f}" for s in ("decode", "encode", "search")),
+            f"{row['outside_p50_ms']:.1f}", f"{row['mean_batch']:.1f}", f"{row['server_cpu_ms']:.0f}",
+            f"{row['client_cpu_ms']:.1f}"]
 
 
 def markdown(rows: list[dict], query_note: str, seconds: float) -> str:
     return (f"`/search?k={K}` with {query_note}, each level {seconds:.0f} s after a warm-up; default settings "
-            "(batch size 16, batch wait 5 ms, 2 decode threads). Latencies at the client; *server ...*: medians "
-            "of the stage timings the response reports (decode: waiting for and running the decode pool; "
-            "encode: waiting for and running the batched encoder; search: the index scan with ids and "
-            "metadata); *outside the handler*: median of client latency minus the handler's total (HTTP, "
-            "multipart parsing, JSON, the event loop's queue); *images per encoder call*: from the server's "
-            f"/metrics; *errors*: responses other than 200.\n\n{table(HEAD, [cells(r) for r in rows])}")
+            "(batch size 16, batch wait 5 ms, 2 decode threads). Latencies at the client; *errors*: responses "
+            f"other than 200.\n\n{table(LATENCY_HEAD, [latency_cells(r) for r in rows])}\n\n"
+            "Where the time goes, in ms per request: *decode*, *encode*, *search*: medians of the stage timings "
+            "the response reports (decode: waiting for and running the decode pool; encode: waiting for and "
+            "running the batched encoder; search: the index scan with ids and metadata); *outside the "
+            "handler*: median of client latency minus the handler's total (HTTP, multipart parsing, JSON, the "
+            "event loop's queue); *images per encoder call*: from the server's /metrics; *server CPU*, *client "
+            "CPU*: CPU time of the server process and of the clients per request.\n\n"
+            f"{table(TIME_HEAD, [time_cells(r) for r in rows])}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per level")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured time before each level")
     parser.add_argument("--queries", type=int, default=64, help="distinct query images")
+    add_server_env(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -190,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         for n in sizes:
-            rows += bench_size(n, Path(tmp), bodies, catalogue, args.clients, seconds, warmup)
+            rows += bench_size(n, Path(tmp), bodies, catalogue, args.clients, seconds, warmup, dict(args.server_env))
     if not args.quick:
         save_section("search", " ".join(["python -m bench.search_latency", *argv]),
                      markdown(rows, query_note, seconds), rows, args.out)

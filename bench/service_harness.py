@@ -10,6 +10,7 @@ rebuilt from the JSON, so running one script leaves the others' tables.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -43,7 +44,13 @@ class Load:
     load_1min: float  # the load average at the end (it counts this benchmark too)
     others: float  # CPU of every other process: the disturbance
     nice: float  # the part of `others` that niced processes (training jobs) took
-    ours: float  # this process and the server
+    this_process: float  # the benchmark itself (the clients, in the server benchmarks)
+    servers: float  # the watched server processes
+    seconds: float  # how long the measurement took
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(this process, the servers): CPU seconds spent over the measurement."""
+        return self.this_process * self.seconds, self.servers * self.seconds
 
     def cells(self) -> list[str]:
         return [f"{self.load_1min:.1f}", f"{self.others:.2f}"]
@@ -73,17 +80,18 @@ def _process_ticks(pid: int | str) -> int:
 @contextmanager
 def watching(pids: tuple[int, ...] = ()) -> Iterator[list[Load]]:
     """Measure the machine's load over a block; the yielded list holds one Load once the block ends."""
-    ours = ("self", *pids)
     busy0, nice0 = _machine_ticks()
-    own0 = sum(_process_ticks(p) for p in ours)
+    self0, servers0 = _process_ticks("self"), sum(_process_ticks(p) for p in pids)
     start = time.monotonic()
     result: list[Load] = []
     yield result
-    elapsed = (time.monotonic() - start) * _TICKS
+    seconds = time.monotonic() - start
     busy1, nice1 = _machine_ticks()
-    own = sum(_process_ticks(p) for p in ours) - own0
-    result.append(Load(os.getloadavg()[0], max(0.0, (busy1 - busy0 - own) / elapsed), (nice1 - nice0) / elapsed,
-                       own / elapsed))
+    own = _process_ticks("self") - self0
+    servers = sum(_process_ticks(p) for p in pids) - servers0
+    ticks = seconds * _TICKS
+    result.append(Load(os.getloadavg()[0], max(0.0, busy1 - busy0 - own - servers) / ticks, (nice1 - nice0) / ticks,
+                       own / ticks, servers / ticks, seconds))
 
 
 def quiet(measure: Callable[[], T], pids: tuple[int, ...] = (), tries: int = 3) -> tuple[T, Load]:
@@ -112,6 +120,18 @@ def multipart(files: list[tuple[str, tuple[str, bytes, str]]], data: dict[str, s
     """A multipart body built once, so that clients spend no CPU on it per request."""
     request = httpx.Request("POST", "http://bench/", files=files, data=data)
     return request.read(), {"Content-Type": request.headers["Content-Type"]}
+
+
+def add_server_env(parser: argparse.ArgumentParser) -> None:
+    """--server-env NAME=VALUE ...: to measure other settings (DEEPHASH_BATCH_SIZE=4, OMP_NUM_THREADS=1, ...)."""
+    def pair(text: str) -> tuple[str, str]:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+        return name, value
+
+    parser.add_argument("--server-env", type=pair, nargs="+", default=[], metavar="NAME=VALUE",
+                        help="extra environment of the server process")
 
 
 @contextmanager
