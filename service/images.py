@@ -9,6 +9,7 @@ decoded completely.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -42,12 +43,15 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         width, height = image.size
         if width * height > max_pixels:
-            raise Image.DecompressionBombError(f"Image size ({width}x{height} = {width * height} pixels) exceeds "
-                                               f"the limit of {max_pixels} pixels")
+            raise ImageRejected(413, "too_many_pixels", f"the image is {width}x{height} = {width * height} pixels; "
+                                                        f"the limit is {max_pixels}")
         image.load()
         return image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(413, "too_many_pixels", f"the image has too many pixels to decode safely: {exc}") from None
+        # Pillow's message quotes its own threshold (twice ours for errors), not the limit that applies
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{size.group(1)} pixels" if size else "more pixels than that"
+        raise ImageRejected(413, "too_many_pixels", f"the image is {pixels}; the limit is {max_pixels}") from None
     except UnidentifiedImageError:
         raise ImageRejected(415, "unsupported_image", _unsupported_message(data)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
