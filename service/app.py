@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import swagger_ui_bundle
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from service.catalogue import CATALOGUE_URL, catalogue_root, read_catalogue
@@ -28,6 +30,7 @@ from service.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 UI_DIR = Path(__file__).parent / "ui"
+DOCS_ASSETS = "/docs-assets"
 # Multipart boundaries and part headers around one uploaded image.
 MULTIPART_OVERHEAD = 64 * 1024
 # Bodies of routes that take no upload (none of them reads one).
@@ -94,7 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for `settings` (default: from the environment); resources load when it starts."""
     settings = settings or get_settings()
-    app = FastAPI(title="deephash", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="deephash", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Image retrieval by deep hashing: upload an image, get the catalogue items whose "
                               "binary codes are nearest in Hamming distance.")
     app.state.settings = settings
@@ -116,6 +119,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(UI_DIR / "index.html", headers={"Content-Security-Policy": UI_POLICY})
 
     app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        # Swagger UI from its PyPI package, not a CDN: the docs work on a closed network too
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="deephash API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url="data:,")
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
     app.state.sample_catalogue = _sample_catalogue(settings)
     if app.state.sample_catalogue is not None:
         app.mount(CATALOGUE_URL.rstrip("/"), StaticFiles(directory=catalogue_root(app.state.sample_catalogue)),
