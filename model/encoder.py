@@ -1,6 +1,8 @@
 """The encoder the service and evaluation use: images in, packed binary codes out."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -8,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.checkpoint import load_checkpoint
+from model.checkpoint import hash_tensors, load_checkpoint
 from model.codes import codes_from_logits
 from model.preprocess import PreprocessConfig, preprocess_image
 
@@ -50,6 +52,7 @@ class Encoder:
         self.preprocess = PreprocessConfig.from_dict(metadata["preprocess"])
         self.label_names: list[str] = list(metadata["label_names"])
         self._forward_batch = inference_batch_size(device, self.preprocess.input_size)
+        self._backbone_fingerprint: str | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> Encoder:
@@ -86,3 +89,44 @@ class Encoder:
     def features(self, batch: torch.Tensor) -> np.ndarray:
         """Pooled backbone features float32 [B, F], for float baselines (LSH, ITQ, cosine)."""
         return self._forward(self._model.backbone.forward_features, batch).float().cpu().numpy()
+
+    def encode_with_features(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(packed codes, pooled features) with one backbone pass: the codes are the hash layer of those features."""
+        features = self._forward(self._model.backbone.forward_features, batch)
+        with torch.inference_mode():
+            logits = self._model.hash_layer(features)
+        return codes_from_logits(logits), features.float().cpu().numpy()
+
+    def backbone_prefix(self, stages: int) -> torch.nn.Module:
+        """The backbone's first `stages` stages (see `Backbone.stages`), for caching their outputs."""
+        return torch.nn.Sequential(*self._model.backbone.stages()[:stages])
+
+    def encode_from_stage(self, outputs: torch.Tensor, stage: int) -> tuple[np.ndarray, np.ndarray]:
+        """(packed codes, pooled features) from the outputs of the first `stage` backbone stages."""
+        rest = torch.nn.Sequential(*self._model.backbone.stages()[stage:])
+        with torch.inference_mode():
+            features = rest(outputs.to(self.device, dtype=torch.float32))
+            logits = self._model.hash_layer(features)
+        return codes_from_logits(logits), features.float().cpu().numpy()
+
+    def codes_from_features(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Packed codes of pooled backbone features [N, F] (from this encoder's backbone) through the hash layer."""
+        chunks = [np.zeros((0, self.bits // 8), dtype=np.uint8)]
+        with torch.inference_mode():
+            for start in range(0, len(features), batch_size):
+                part = torch.from_numpy(np.ascontiguousarray(features[start : start + batch_size], dtype=np.float32))
+                chunks.append(codes_from_logits(self._model.hash_layer(part.to(self.device))))
+        return np.concatenate(chunks)
+
+    @property
+    def backbone_fingerprint(self) -> str:
+        """Hash of what the features depend on: the backbone's tensors and the preprocessing.
+
+        Head-only checkpoints over the same backbone share it, so their
+        evaluations can share the (expensive) features of an image set.
+        """
+        if self._backbone_fingerprint is None:
+            digest = hashlib.sha256(json.dumps(self.preprocess.to_dict(), sort_keys=True).encode())
+            hash_tensors(digest, self._model.backbone.state_dict())
+            self._backbone_fingerprint = digest.hexdigest()[:16]
+        return self._backbone_fingerprint

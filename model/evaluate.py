@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model import plots
 from model.baselines import ITQ, LSH, LinearHash, SignPCA
 from model.data import ImageDataset, LabelledImages, load_splits
-from model.encoder import Encoder
+from model.encoder import Encoder, inference_batch_size
+from model.feature_cache import cached_outputs
 from model.metrics import (
     QueriesWithoutHits,
     precision_recall_curve,
@@ -209,10 +211,10 @@ CACHE_DIR_NAME = "cache"
 
 @dataclass(frozen=True)
 class Encoded:
-    """One split run through the encoder: HashNet codes, and backbone features when a baseline needs them."""
+    """One split run through the encoder: HashNet codes and the pooled backbone features they come from."""
 
     codes: np.ndarray
-    features: np.ndarray | None
+    features: np.ndarray
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,8 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = load_splits(args.data, args.data_dir)
     needs_training_split = any(name in HASH_BASELINES for name in args.baselines)
 
-    encode = partial(_encode_cached, encoder, cache_dir=out_dir / CACHE_DIR_NAME, with_features=bool(args.baselines),
-                     batch_size=args.batch_size, workers=args.workers)
+    cache_dir = Path(args.cache_dir) if args.cache_dir is not None else out_dir / CACHE_DIR_NAME
+    encode = partial(_encode_cached, encoder, cache_dir=cache_dir, batch_size=args.batch_size, workers=args.workers,
+                     prefix_stages=args.prefix_stages)
     query, database = encode("query", splits.query), encode("database", splits.database)
     train = None
     if needs_training_split:
@@ -260,44 +263,71 @@ def load_encoder(checkpoint: str | Path, device: str | None) -> Encoder:
     return Encoder.from_checkpoint(checkpoint, device=device)
 
 
-def encode_images(encoder: Encoder, images: LabelledImages, *, with_features: bool, batch_size: int = 64,
-                  workers: int = 0) -> Encoded:
-    """Run every image through the checkpoint's own eval transform and encoder, in file order."""
-    loader = DataLoader(ImageDataset(images, encoder.preprocess_image), batch_size=batch_size, num_workers=workers)
-    codes, features = [], []
-    for batch, _labels in tqdm(loader, desc=f"encoding {len(images)} images", unit="batch", leave=False):
-        codes.append(encoder.encode_tensors(batch))
-        if with_features:
-            features.append(encoder.features(batch))
-    return Encoded(np.concatenate(codes), np.concatenate(features) if with_features else None)
+def encode_images(encoder: Encoder, images: LabelledImages, *, batch_size: int = 64, workers: int = 0,
+                  prefix_stages: int = 0, prefix_cache_dir: Path | None = None) -> Encoded:
+    """Run every image through the checkpoint's own eval transform and encoder, in file order.
 
-
-def _encode_cached(encoder: Encoder, name: str, images: LabelledImages, *, cache_dir: Path, with_features: bool,
-                   batch_size: int, workers: int) -> Encoded:
-    """Encode a split, or reuse the out dir's copy when checkpoint and image list are unchanged.
-
-    Encoding is the slow part (minutes on the CPU for the CIFAR-10 database);
-    re-running with other metrics or baselines then takes seconds.
+    One backbone pass gives both: the codes are the hash layer of the same
+    features. With `prefix_stages`, the outputs of the backbone's first stages
+    come from (or go to) the prefix cache in `prefix_cache_dir`, keyed by those
+    stages' weights, so checkpoints that kept the same stages fixed in training
+    (and the ImageNet backbone itself) compute them once per image set.
     """
-    key = _cache_key(encoder.fingerprint, images.paths)
-    path = cache_dir / f"{name}.npz"
+    codes, features = [], []
+    if prefix_stages:
+        outputs = cached_outputs(
+            encoder.backbone_prefix(prefix_stages), f"{encoder.metadata['backbone']['name']}[:{prefix_stages}]",
+            encoder.preprocess, images, prefix_cache_dir, device=encoder.device,
+            batch_size=inference_batch_size(encoder.device, encoder.preprocess.input_size), workers=workers,
+        )
+        for start in tqdm(range(0, len(images), batch_size), desc=f"encoding {len(images)} images from stage {prefix_stages}",
+                          unit="batch", leave=False):
+            batch_codes, batch_features = encoder.encode_from_stage(torch.from_numpy(np.array(outputs[start:start + batch_size])),
+                                                                     prefix_stages)
+            codes.append(batch_codes)
+            features.append(batch_features)
+        return Encoded(np.concatenate(codes), np.concatenate(features))
+    loader = DataLoader(ImageDataset(images, encoder.preprocess_image), batch_size=batch_size, num_workers=workers)
+    for batch, _labels in tqdm(loader, desc=f"encoding {len(images)} images", unit="batch", leave=False):
+        batch_codes, batch_features = encoder.encode_with_features(batch)
+        codes.append(batch_codes)
+        features.append(batch_features)
+    return Encoded(np.concatenate(codes), np.concatenate(features))
+
+
+def _encode_cached(encoder: Encoder, name: str, images: LabelledImages, *, cache_dir: Path, batch_size: int,
+                   workers: int, prefix_stages: int = 0) -> Encoded:
+    """Encode a split, or reuse a cached copy of its backbone features.
+
+    Encoding is the slow part (minutes on the CPU for the CIFAR-10 database).
+    The file is keyed by the backbone (tensors and preprocessing) and the image
+    list, not by the whole checkpoint: re-running with other metrics or
+    baselines takes seconds, and so does every head-only checkpoint over the
+    same backbone when evaluations share --cache-dir (the hash layer is
+    applied to the cached features). Codes computed with the features are
+    kept under the checkpoint's fingerprint.
+    """
+    key = _cache_key(encoder.backbone_fingerprint, images.paths)
+    path = cache_dir / f"{name}-{key[:16]}.npz"
     if path.is_file():
         with np.load(path) as cached:
-            if str(cached["key"]) == key and (not with_features or "features" in cached):
-                return Encoded(cached["codes"], cached["features"] if with_features else None)
-    encoded = encode_images(encoder, images, with_features=with_features, batch_size=batch_size, workers=workers)
+            if str(cached["key"]) == key:
+                features = cached["features"]
+                same_head = str(cached["fingerprint"]) == encoder.fingerprint
+                codes = cached["codes"] if same_head else encoder.codes_from_features(features)
+                return Encoded(codes, features)
+    encoded = encode_images(encoder, images, batch_size=batch_size, workers=workers, prefix_stages=prefix_stages,
+                            prefix_cache_dir=cache_dir / "prefix")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    arrays = {"key": np.array(key), "codes": encoded.codes}
-    if encoded.features is not None:
-        arrays["features"] = encoded.features
     temporary = path.with_name(path.stem + ".tmp.npz")
-    np.savez(temporary, **arrays)
+    np.savez(temporary, key=np.array(key), fingerprint=np.array(encoder.fingerprint), codes=encoded.codes,
+             features=encoded.features)
     temporary.replace(path)
     return encoded
 
 
-def _cache_key(fingerprint: str, paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256(fingerprint.encode())
+def _cache_key(backbone_fingerprint: str, paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256(backbone_fingerprint.encode())
     for path in paths:
         digest.update(b"\0" + str(Path(path).resolve()).encode())
     return digest.hexdigest()
@@ -343,6 +373,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="a training run directory: draw its loss per continuation stage")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+    parser.add_argument("--prefix-stages", type=int, default=0,
+                        help="keep the outputs of the backbone's first N stages in CACHE_DIR/prefix, keyed by their "
+                             "weights: checkpoints fine-tuned with --freeze-stages N (and head-only ones) then share them")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where encoded features are kept (default: OUT/cache); evaluations that share it "
+                             "encode each backbone's images once (head-only checkpoints share their backbone)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0, help="seed of LSH, ITQ and the t-SNE subsample")
     return parser.parse_args(argv)

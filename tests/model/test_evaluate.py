@@ -243,3 +243,74 @@ def test_cli_refuses_a_run_dir_without_history_before_loading_anything(tmp_path)
     with pytest.raises(SystemExit, match="no training history"):
         evaluate.main(["--checkpoint", str(tmp_path / "absent"), "--data", "grocery", "--out", str(tmp_path / "out"),
                        "--run-dir", str(tmp_path)])
+
+
+def test_cli_shares_backbone_features_between_checkpoints_with_the_same_backbone(tiny_checkpoint, colour_folder, tmp_path,
+                                                                                 monkeypatch, one_torch_thread):
+    """Two checkpoints that differ only in the hash layer: with a shared --cache-dir the second evaluation
+    encodes nothing, and its HashNet numbers are still those of its own encoder."""
+    import torch
+    from PIL import Image
+
+    from model import evaluate
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.data import load_splits
+    from model.encoder import Encoder
+
+    model = load_checkpoint(tiny_checkpoint).model
+    with torch.no_grad():
+        model.hash_layer.weight.copy_(torch.randn_like(model.hash_layer.weight))
+    other = save_checkpoint(tmp_path / "other", model, kind="full", label_names=["red", "green", "blue"], training={})
+    other_path = tmp_path / "other.safetensors"
+    assert other != Encoder.from_checkpoint(tiny_checkpoint, device="cpu").fingerprint
+
+    cache = tmp_path / "shared-cache"
+    common = ["--data", f"folder:{colour_folder}", "--baselines", "itq", "--topk", "all", "--n", "1",
+              "--batch-size", "8", "--device", "cpu", "--cache-dir", str(cache)]
+    assert evaluate.main(["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "a"), *common]) == 0
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the shared backbone features should have been reused")
+
+    monkeypatch.setattr(evaluate, "encode_images", no_encoding)
+    assert evaluate.main(["--checkpoint", str(other_path), "--out", str(tmp_path / "b"), *common]) == 0
+    first = json.loads((tmp_path / "a" / "summary.json").read_text())
+    second = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert second["run"]["fingerprint"] == other
+    assert second["methods"]["itq"]["metrics"] == first["methods"]["itq"]["metrics"]
+
+    encoder = Encoder.from_checkpoint(other_path, device="cpu")
+    splits = load_splits(f"folder:{colour_folder}")
+
+    def codes_of(images):
+        return encoder.encode_images([Image.open(path).convert("RGB") for path in images.paths])
+
+    expected = evaluate_codes(codes_of(splits.query), splits.query.labels, codes_of(splits.database),
+                              splits.database.labels, 16, topks=(None,), ns=(1,))
+    assert second["methods"]["hashnet"]["metrics"] == pytest.approx(expected["metrics"])
+
+
+def test_cli_with_cached_prefix_stages_reports_the_encoders_own_codes(tiny_checkpoint, colour_folder, tmp_path,
+                                                                      one_torch_thread):
+    """--prefix-stages caches the first stages' outputs; the codes and features are still the checkpoint's."""
+    from PIL import Image
+
+    from model import evaluate
+    from model.data import load_splits
+    from model.encoder import Encoder
+
+    out = tmp_path / "report"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--data", f"folder:{colour_folder}", "--out", str(out),
+            "--baselines", "cosine", "--topk", "all", "--n", "1", "--batch-size", "8", "--device", "cpu",
+            "--prefix-stages", "5"]
+    assert evaluate.main(argv) == 0
+    assert len(list((out / "cache" / "prefix").glob("*.npy"))) == 2  # query and database prefix outputs
+
+    encoder = Encoder.from_checkpoint(tiny_checkpoint, device="cpu")
+    splits = load_splits(f"folder:{colour_folder}")
+    query = [Image.open(path).convert("RGB") for path in splits.query.paths]
+    database = [Image.open(path).convert("RGB") for path in splits.database.paths]
+    expected = evaluate_codes(encoder.encode_images(query), splits.query.labels, encoder.encode_images(database),
+                              splits.database.labels, 16, topks=(None,), ns=(1,))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"]["hashnet"]["metrics"] == pytest.approx(expected["metrics"])
