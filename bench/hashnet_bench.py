@@ -1,0 +1,387 @@
+"""HashNet model results: every row's exact train + evaluate commands, run or collected into tables.
+
+    python -m bench.hashnet_bench --only c10-ft-64        # train and evaluate one row (skips what is done)
+    python -m bench.hashnet_bench --group ablation        # every row of a group
+    python -m bench.hashnet_bench --collect               # only read runs/ and write the tables
+
+Each row is a `model.train` command (its run directory under runs/) and a
+`model.evaluate` command (its report under RUN/eval). Jobs run one at a time
+under `nice -n 19`, since the machine is shared with other benchmarks. A row
+whose run directory already holds summary.json (training) or whose eval
+directory holds summary.json (evaluation) is not run again unless --force.
+Evaluations share one feature cache (runs/eval-cache): every head-only
+checkpoint over the ImageNet Lite0 at the same input size reuses the same
+encoded CIFAR-10 database.
+
+Results: bench/results/hashnet.md (Markdown tables) and bench/results/hashnet.json
+(every row's command, training summary, evaluation metrics and times).
+Nothing here is typed in by hand: a cell without a finished run says "-".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = Path("runs")
+EVAL_CACHE = RUNS / "eval-cache"
+RESULTS = ROOT / "bench" / "results"
+FIGURES = RESULTS / "figures"
+PYTHON = sys.executable
+NICE = ["nice", "-n", "19"]
+
+# CIFAR-10 end to end at 128 px: the stem and blocks 0-7 of Lite0 stay at their
+# ImageNet weights and their outputs (80 x 8 x 8 per image) are computed once;
+# blocks 8-15, the 1x1 head conv and the hash layer train (see the report for why).
+CIFAR_FINETUNE = ["--mode", "finetune", "--image-size", "128", "--freeze-stages", "9", "--cache-activations",
+                  "--epochs", "12", "--lr", "3e-4", "--beta-step", "100", "--beta-gamma", "0.05", "--eval-db-limit", "3000"]
+# Frozen mode: the hash layer alone on pooled ImageNet Lite0 features (the trainer's defaults but 300 epochs
+# of 19 batches of 256, 5,700 steps, to save time; these rows are the pretrained baselines and the ablations).
+CIFAR_FROZEN = ["--mode", "frozen", "--image-size", "128", "--epochs", "300", "--eval-db-limit", "2000"]
+GROCERY_FROZEN = ["--mode", "frozen", "--image-size", "224", "--epochs", "1000"]
+BASELINES = ["--baselines", "lsh,itq,cosine"]
+# The first 9 stages are the ImageNet weights in every CIFAR-10 checkpoint here (fine-tuned with them frozen, or
+# head only): their outputs for the 60,000 images are computed once and shared by every evaluation.
+CIFAR_EVAL = ["--prefix-stages", "9"]
+ABLATIONS = {
+    "full": [],
+    "no-weighting": ["--no-weighting"],
+    "no-continuation": ["--no-continuation"],  # beta fixed at 1
+    "sign-train": ["--sign-train"],
+}
+
+
+@dataclass
+class Row:
+    id: str
+    group: str  # cifar | cifar-frozen | grocery | ablation
+    data: str
+    bits: int
+    train: list[str] | None  # model.train arguments (None: an existing checkpoint)
+    checkpoint: str | None = None  # for rows without training
+    eval_extra: list[str] = field(default_factory=list)
+    variant: str = "full"
+    mode: str = "finetune"
+    note: str = ""
+
+    @property
+    def run_dir(self) -> Path:
+        return RUNS / self.id
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval"
+
+    def checkpoint_path(self) -> Path:
+        if self.checkpoint is not None:
+            return Path(self.checkpoint)
+        return self.run_dir / f"hashnet-efficientnet_lite0-{self.bits}.safetensors"
+
+    def train_command(self) -> list[str] | None:
+        if self.train is None:
+            return None
+        return [*NICE, PYTHON, "-m", "model.train", "--data", self.data, "--bits", str(self.bits), *self.train,
+                "--out", str(self.run_dir)]
+
+    def eval_command(self) -> list[str]:
+        return [*NICE, PYTHON, "-m", "model.evaluate", "--checkpoint", str(self.checkpoint_path()), "--data", self.data,
+                "--out", str(self.eval_dir), "--cache-dir", str(EVAL_CACHE), *BASELINES, *self.eval_extra]
+
+
+def rows() -> list[Row]:
+    table: list[Row] = []
+    for bits in (16, 32, 48, 64):
+        extra = ["--tsne", "--run-dir", str(RUNS / f"c10-ft-{bits}")] if bits == 64 else []
+        table.append(Row(f"c10-ft-{bits}", "cifar", "cifar10", bits, CIFAR_FINETUNE, eval_extra=[*CIFAR_EVAL, *extra]))
+        table.append(Row(f"c10-frozen-{bits}", "cifar-frozen", "cifar10", bits, CIFAR_FROZEN, eval_extra=CIFAR_EVAL,
+                         mode="frozen"))
+    table.append(Row("grocery-default", "grocery", "grocery", 64, None, checkpoint="model/default/hashnet-lite0-64.safetensors",
+                     mode="frozen", note="model/default (as shipped)"))
+    # The grocery "full" ablation row is model/default itself: its README's command is GROCERY_FROZEN at 64 bits
+    # (seed 0, deterministic: a second run reproduced it bit for bit), so it is not trained again.
+    for variant, flags in ABLATIONS.items():
+        if variant != "full":
+            table.append(Row(f"c10-frozen-64-{variant}", "ablation", "cifar10", 64, [*CIFAR_FROZEN, *flags],
+                             eval_extra=CIFAR_EVAL, variant=variant, mode="frozen"))
+            table.append(Row(f"grocery-frozen-64-{variant}", "ablation", "grocery", 64, [*GROCERY_FROZEN, *flags],
+                             variant=variant, mode="frozen"))
+    table.append(Row("c10-ft-64-no-weighting", "ablation", "cifar10", 64, [*CIFAR_FINETUNE, "--no-weighting"],
+                     eval_extra=CIFAR_EVAL, variant="no-weighting"))
+    return table
+
+
+# ------------------------------------------------------------------ running
+
+
+def _run_logged(command: list[str], log_path: Path) -> dict[str, Any]:
+    """Run one job, its output into log_path; wall time and the machine's load around it."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print("$", shlex.join(command), flush=True)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"command failed ({result.returncode}); see {log_path}")
+    return {"wall_seconds": seconds, "load_before": load_before, "load_after": os.getloadavg()}
+
+
+def run_row(row: Row, force: bool) -> None:
+    command = row.train_command()
+    if command is not None and (force or not (ROOT / row.run_dir / "summary.json").is_file()):
+        timing = _run_logged(command, ROOT / row.run_dir / "train.out")
+        (ROOT / row.run_dir / "driver_train.json").write_text(json.dumps(timing, indent=2) + "\n")
+    if force or not (ROOT / row.eval_dir / "summary.json").is_file():
+        timing = _run_logged(row.eval_command(), ROOT / row.eval_dir / "evaluate.out")
+        (ROOT / row.eval_dir / "driver_eval.json").write_text(json.dumps(timing, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- collecting
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect_row(row: Row) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": row.id, "group": row.group, "data": row.data, "bits": row.bits, "mode": row.mode, "variant": row.variant,
+        "train_command": shlex.join(_relative(row.train_command())) if row.train else None,
+        "eval_command": shlex.join(_relative(row.eval_command())),
+        "note": row.note,
+    }
+    summary = _read_json(ROOT / row.run_dir / "summary.json")
+    if summary is not None:
+        config = _read_json(ROOT / row.checkpoint_path().with_suffix(".json")) or {}
+        record["train"] = {key: summary.get(key) for key in (
+            "iterations", "training_seconds", "training_cpu_seconds", "seconds_per_iteration", "ms_per_image_step",
+            "total_seconds", "fingerprint", "quick_map")}
+        record["train"]["batch_size"] = config.get("training", {}).get("batch_size")
+        record["train"]["epochs"] = config.get("training", {}).get("epochs")
+        driver = _read_json(ROOT / row.run_dir / "driver_train.json")
+        if driver is not None:
+            record["train"]["driver"] = driver
+    report = _read_json(ROOT / row.eval_dir / "summary.json")
+    if report is not None:
+        record["eval"] = {
+            "fingerprint": report["run"]["fingerprint"],
+            "n_queries": report["n_queries"],
+            "n_database": report["n_database"],
+            "methods": {name: method["metrics"] for name, method in report["methods"].items()},
+            "figures": report.get("figures", []),
+        }
+        driver = _read_json(ROOT / row.eval_dir / "driver_eval.json")
+        if driver is not None:
+            record["eval"]["driver"] = driver
+    return record
+
+
+def _relative(command: list[str] | None) -> list[str]:
+    """Commands as run from the repository root, with `python` for the venv's interpreter."""
+    return ["python" if part == PYTHON else part for part in command or []]
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), "0")
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gib": round(int(memory) / 2**20, 1),
+            "python": platform.python_version(), "torch": torch.__version__, "gpu": torch.cuda.is_available()}
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _metric(record: dict[str, Any], method: str, key: str) -> float | None:
+    return record.get("eval", {}).get("methods", {}).get(method, {}).get(key)
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in body)]
+
+
+def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
+    get = records.get
+    lines = ["# HashNet results", "",
+             "Produced by `python -m bench.hashnet_bench` (`--collect` rebuilds this file from runs/); "
+             "every figure comes from a run on the machine below. EfficientNet-Lite0 backbone (ImageNet weights).",
+             ""]
+
+    lines += ["## CIFAR-10, by code length", "",
+              "Protocol `cifar10`: 1,000 queries, 5,000 training images, 54,000-image database (training images not in it), "
+              "split seed 0; relevance = same class; mAP over the whole ranked database (mAP@all) and the top 1,000.",
+              "HashNet = end-to-end fine-tuning (finetune mode, 128 px). ITQ/LSH (pretrained) = fitted on the ImageNet "
+              "Lite0 features at 128 px (the standard comparison: shallow methods do not train the backbone); "
+              "ITQ (fine-tuned) = fitted on the features of the HashNet checkpoint's own fine-tuned backbone. "
+              "Cosine = float features, ranked by cosine (no hashing). HashNet (frozen) = the hash layer alone on the "
+              "ImageNet features.", ""]
+    body = []
+    for bits in (16, 32, 48, 64):
+        ft, fr = get(f"c10-ft-{bits}", {}), get(f"c10-frozen-{bits}", {})
+        hashnet, itq_pre = _metric(ft, "hashnet", "mAP@all"), _metric(fr, "itq", "mAP@all")
+        gap = None if hashnet is None or itq_pre is None else hashnet - itq_pre
+        body.append([str(bits), _f(hashnet), _f(_metric(ft, "hashnet", "mAP@1000")), _f(_metric(ft, "hashnet", "P@H<=2")),
+                     _f(itq_pre), _f(_metric(ft, "itq", "mAP@all")), _f(_metric(fr, "lsh", "mAP@all")),
+                     _f(_metric(fr, "hashnet", "mAP@all")), _f(_metric(fr, "cosine", "mAP@all")),
+                     _f(_metric(ft, "cosine", "mAP@all")), _f(gap), _minutes(ft.get("train", {}).get("training_seconds"))])
+    lines += _table(["bits", "HashNet mAP@all", "HashNet mAP@1000", "HashNet P@H<=2", "ITQ (pretrained) mAP@all",
+                     "ITQ (fine-tuned) mAP@all", "LSH (pretrained) mAP@all", "HashNet (frozen) mAP@all",
+                     "cosine (pretrained)", "cosine (fine-tuned)", "HashNet - ITQ (pretrained)", "HashNet train time"], body)
+    lines += ["", "mAP@1000 of the baselines at each length is in bench/results/hashnet.json.", ""]
+    figures = sorted(p.name for p in FIGURES.glob("*.png")) if FIGURES.is_dir() else []
+    if figures:
+        lines += ["Figures of the 64-bit run (bench/results/figures/): " + ", ".join(f"[{n}](figures/{n})" for n in figures), ""]
+
+    lines += ["## Grocery (81 fine classes)", "",
+              "Train on the 2,640 training images; the 2,485 test images query the training images. P@1 = precision of the "
+              "first result.", ""]
+    body = []
+    for record in records.values():
+        if record["data"] == "grocery" and record["group"] == "grocery":
+            body.append([record["id"], record["mode"], record.get("note", ""), _f(_metric(record, "hashnet", "mAP@all")),
+                         _f(_metric(record, "hashnet", "P@1")), _f(_metric(record, "hashnet", "P@10")),
+                         _f(_metric(record, "hashnet", "P@H<=2")), _f(_metric(record, "itq", "mAP@all")),
+                         _f(_metric(record, "cosine", "mAP@all")), _f(_metric(record, "cosine", "P@1")),
+                         _minutes(record.get("train", {}).get("training_seconds"))])
+    lines += _table(["run", "mode", "note", "mAP@all", "P@1", "P@10", "P@H<=2", "ITQ mAP@all", "cosine mAP@all",
+                     "cosine P@1", "train time"], body)
+
+    lines += ["", "## Ablations (64 bits)", "",
+              "full = class-balanced weighting + continuation (tanh(beta z), beta from 1 up) + tanh at training; "
+              "no-weighting = all pairs weigh 1; no-continuation = beta fixed at 1; sign-train = sign(z) forward with "
+              "tanh's gradient (straight-through). Frozen = hash layer on ImageNet Lite0 features (CIFAR 128 px, "
+              "grocery 224 px); finetune = end to end as in the CIFAR table.", ""]
+    body = []
+    for data, mode, prefix, full_id in (("cifar10", "frozen", "c10-frozen-64", "c10-frozen-64"),
+                                        ("grocery", "frozen", "grocery-frozen-64", "grocery-default"),
+                                        ("cifar10", "finetune", "c10-ft-64", "c10-ft-64")):
+        full = get(full_id) or {}
+        for variant in ABLATIONS:
+            record = full if variant == "full" else get(f"{prefix}-{variant}")
+            if record is None or (variant != "full" and "train" not in record and "eval" not in record):
+                continue
+            value, base = _metric(record, "hashnet", "mAP@all"), _metric(full, "hashnet", "mAP@all")
+            delta = None if value is None or base is None or variant == "full" else value - base
+            body.append([data, mode, variant, _f(value), _f(None if delta is None else delta),
+                         _f(_metric(record, "hashnet", "mAP@1000")), _f(_metric(record, "hashnet", "P@H<=2")),
+                         _f(_metric(record, "hashnet", "P@1"))])
+    lines += _table(["data", "mode", "variant", "mAP@all", "vs full", "mAP@1000", "P@H<=2", "P@1"], body)
+
+    lines += ["", "## Times on this CPU", "",
+              "Wall-clock time of training (the optimisation loop, as the trainer measures it) and of the whole "
+              "evaluation command (encoding every image, baselines, metrics, figures); CPU = the trainer process's CPU "
+              "seconds (both threads). ms/image/step = training wall time / (steps x batch). Jobs ran under nice 19 while "
+              "other benchmarks used the same 2 cores, so wall times include waiting: load = 1-minute load average "
+              "before / after the job.", ""]
+    body = []
+    for record in records.values():
+        train, evaluation = record.get("train", {}), record.get("eval", {})
+        if not train and not evaluation:
+            continue
+        driver_train, driver_eval = train.get("driver", {}), evaluation.get("driver", {})
+        body.append([record["id"], record["mode"], str(train.get("epochs") or "-"), str(train.get("iterations") or "-"),
+                     str(train.get("batch_size") or "-"), _minutes(train.get("training_seconds")),
+                     _minutes(train.get("training_cpu_seconds")), _f(train.get("ms_per_image_step"), 1),
+                     _minutes(train.get("total_seconds")), _minutes(driver_eval.get("wall_seconds")),
+                     _load(driver_train), _load(driver_eval)])
+    lines += _table(["run", "mode", "epochs", "steps", "batch", "train wall", "train CPU", "ms/image/step",
+                     "train command total", "eval wall", "load (train)", "load (eval)"], body)
+
+    lines += ["", "## Machine", "", f"- CPU: {host['cpu']}, {host['cores']} cores; {host['memory_gib']} GiB; GPU: {host['gpu']}",
+              f"- Python {host['python']}, torch {host['torch']}", "",
+              "## Commands", ""]
+    for record in records.values():
+        if "train" in record or "eval" in record:
+            lines.append(f"- `{record['id']}`:")
+            if record["train_command"]:
+                lines.append(f"  - `{record['train_command']}`")
+            lines.append(f"  - `{record['eval_command']}`")
+    return "\n".join(lines) + "\n"
+
+
+def _load(driver: dict[str, Any]) -> str:
+    if not driver:
+        return "-"
+    return f"{driver['load_before'][0]:.1f} / {driver['load_after'][0]:.1f}"
+
+
+HEADLINE = "c10-ft-64"
+HEADLINE_FIGURES = {"precision_recall.png": "cifar10-64-precision_recall.png", "tsne_hashnet.png": "cifar10-64-tsne.png",
+                    "loss_by_stage.png": "cifar10-64-loss_by_stage.png", "precision_at_n.png": "cifar10-64-precision_at_n.png"}
+
+
+def copy_figures() -> None:
+    """The headline run's figures into bench/results/figures (small PNGs, committed)."""
+    source = ROOT / RUNS / HEADLINE / "eval"
+    for name, target in HEADLINE_FIGURES.items():
+        if (source / name).is_file():
+            FIGURES.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, FIGURES / target)
+
+
+def collect(selected: list[Row]) -> None:
+    copy_figures()
+    records = {row.id: collect_row(row) for row in selected}
+    host = machine()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "hashnet.json").write_text(json.dumps({"machine": host, "rows": records}, indent=2) + "\n")
+    (RESULTS / "hashnet.md").write_text(markdown(records, host))
+    print(RESULTS / "hashnet.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collect", action="store_true", help="only read existing run directories and write the tables")
+    parser.add_argument("--only", nargs="+", default=[], help="row ids to run")
+    parser.add_argument("--group", nargs="+", default=[], help="groups to run (cifar, cifar-frozen, grocery, ablation)")
+    parser.add_argument("--force", action="store_true", help="run again even where results exist")
+    parser.add_argument("--list", action="store_true", help="print every row's commands and stop")
+    args = parser.parse_args(argv)
+    table = rows()
+    if args.list:
+        for row in table:
+            print(row.id, "\n  ", shlex.join(_relative(row.train_command())), "\n  ", shlex.join(_relative(row.eval_command())))
+        return 0
+    if not args.collect:
+        by_id = {row.id: row for row in table}
+        unknown = [name for name in args.only if name not in by_id]
+        if unknown:
+            parser.error(f"unknown row(s) {', '.join(unknown)}; see --list")
+        selected = [by_id[name] for name in args.only] + [row for row in table if row.group in args.group and row.id not in args.only]
+        if not selected:
+            parser.error("name rows with --only or --group (or use --collect / --list)")
+        for row in selected:
+            run_row(row, args.force)
+            collect(table)
+    collect(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
