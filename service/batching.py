@@ -1,11 +1,13 @@
 """Dynamic batching: concurrent requests share one encoder call.
 
 Items wait in a queue; a batch runs as soon as it is full or `max_wait_s`
-after its first item arrived, whichever comes first.  The model runs in one
-dedicated worker thread, so inference never blocks the event loop and never
-runs twice at once.  The queue is bounded by admission: callers reserve room
-for their items first and are refused at once (Overloaded) when there is none,
-rather than waiting in an unbounded line.
+after its first item arrived, whichever comes first, or at once when every
+admitted item is already in it: with nothing on its way (being decoded),
+waiting would only add latency.  The model runs in one dedicated worker
+thread, so inference never blocks the event loop and never runs twice at
+once.  The queue is bounded by admission: callers reserve room for their
+items first and are refused at once (Overloaded) when there is none, rather
+than waiting in an unbounded line.
 """
 from __future__ import annotations
 
@@ -98,6 +100,8 @@ class Batcher(Generic[Item]):
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 continue
+            if self._admitted <= len(batch):  # nothing admitted is on its way to the queue
+                break
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
