@@ -150,3 +150,40 @@ def test_stopping_mid_batch_leaves_no_caller_waiting():
 
     [outcome] = run(scenario())
     assert isinstance(outcome, asyncio.CancelledError)
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    """With nothing else admitted, the batch runs at once instead of after max_wait_s."""
+    async def scenario():
+        batcher = await started(Recorder(), max_wait_s=5.0)
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        async with batcher.admission(1):
+            await batcher.submit([7])
+        waited = loop.time() - begun
+        await batcher.stop()
+        return waited
+
+    assert run(scenario()) < 2.5  # far below the 5 s deadline it would otherwise wait out
+
+
+def test_an_admitted_item_still_decoding_is_waited_for():
+    """An item admitted but not yet queued (its image still decoding) joins the batch before it runs."""
+    async def scenario():
+        encode = Recorder()
+        batcher = await started(encode, max_wait_s=5.0)
+
+        async def late() -> None:
+            async with batcher.admission(1):
+                await asyncio.sleep(0.1)  # "decoding"
+                await batcher.submit([2])
+
+        async def early() -> None:
+            async with batcher.admission(1):
+                await batcher.submit([1])
+
+        await asyncio.gather(late(), early())  # late() is admitted first, then sleeps
+        await batcher.stop()
+        return encode.batches
+
+    assert run(scenario()) == [[1, 2]]
