@@ -60,11 +60,11 @@ def test_concurrent_requests_share_batches_on_one_worker_thread():
     assert len(encode.threads) == 1 and encode.threads.pop().startswith("encode")
 
 
-def test_a_lone_item_waits_at_most_max_wait():
+def test_a_batch_waits_at_most_max_wait_for_admitted_items_that_never_come():
     async def scenario():
         batcher = await started(Recorder(), max_wait_s=0.02)
         begin = time.perf_counter()
-        async with batcher.admission(1):
+        async with batcher.admission(2):  # room for two, but only one is ever submitted
             await batcher.submit([7])
         elapsed = time.perf_counter() - begin
         await batcher.stop()
