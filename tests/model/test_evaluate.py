@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from model.evaluate import (
+    DEFAULT_TIE_SEED,
     compare_methods,
     evaluate_codes,
     evaluate_features,
@@ -33,6 +34,12 @@ def labelled_codes(seed: int, n_queries=20, n_db=120, bits=32, classes=4):
     query_codes, query_labels = draw(n_queries)
     db_codes, db_labels = draw(n_db)
     return query_codes, query_labels, db_codes, db_labels
+
+
+def in_tie_order(db_codes: np.ndarray, db_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The database in the order the CLI ranks ties in (a shuffle with the default seed)."""
+    order = np.random.default_rng(DEFAULT_TIE_SEED).permutation(len(db_labels))
+    return db_codes[order], db_labels[order]
 
 
 def signs_of(codes: np.ndarray) -> np.ndarray:
@@ -88,6 +95,24 @@ def test_compare_methods_evaluates_every_method_on_the_same_sets():
     assert report["methods"]["flipped"]["metrics"] == report["methods"]["hashnet"]["metrics"]
     assert "P@H<=2" not in report["methods"]["cosine"]["metrics"]
     assert report["conventions"]["queries_without_hits"] == "zero"
+
+
+def test_ties_rank_in_a_seeded_random_order_not_the_class_sorted_list_order():
+    """Every code equal, the database listed class by class: list order would rank class 0 first for everyone."""
+    labels = np.eye(2, dtype=np.uint8)
+    db_labels = labels[np.repeat([0, 1], 500)]
+    all_tied = np.zeros((1000, 1), dtype=np.uint8)
+
+    def map_at_100(query_class: int, tie_seed: int | None) -> dict:
+        return compare_methods(labels[[query_class]], db_labels, codes={"hashnet": (all_tied[:1], all_tied)},
+                               topks=(100,), ns=(1,), tie_seed=tie_seed)
+
+    assert [map_at_100(c, None)["methods"]["hashnet"]["metrics"]["mAP@100"] for c in (0, 1)] == [1.0, 0.0]
+    assert "by database index" in map_at_100(0, None)["conventions"]["ranking"]
+    shuffled = [map_at_100(c, 0)["methods"]["hashnet"]["metrics"]["mAP@100"] for c in (0, 1)]
+    assert all(0.3 < value < 0.7 for value in shuffled)
+    assert "seed 0" in map_at_100(0, 0)["conventions"]["ranking"]
+    assert map_at_100(1, 0) == map_at_100(1, 0)  # deterministic
 
 
 def test_write_report_writes_json_markdown_and_figures(tmp_path):
@@ -193,8 +218,8 @@ def test_cli_evaluates_a_real_checkpoint_and_reuses_its_cache(tiny_checkpoint, c
     def codes_of(images):
         return encoder.encode_images([Image.open(path).convert("RGB") for path in images.paths])
 
-    expected = evaluate_codes(codes_of(splits.query), splits.query.labels, codes_of(splits.database),
-                              splits.database.labels, 16, topks=(None, 5), ns=(1, 5))
+    expected = evaluate_codes(codes_of(splits.query), splits.query.labels,
+                              *in_tie_order(codes_of(splits.database), splits.database.labels), 16, topks=(None, 5), ns=(1, 5))
     assert summary["methods"]["hashnet"]["metrics"] == pytest.approx(expected["metrics"])
     for name in ["summary.md", "precision_recall.png", "precision_at_n.png", "tsne_hashnet.png"]:
         assert (out / name).stat().st_size > 0
@@ -285,8 +310,8 @@ def test_cli_shares_backbone_features_between_checkpoints_with_the_same_backbone
     def codes_of(images):
         return encoder.encode_images([Image.open(path).convert("RGB") for path in images.paths])
 
-    expected = evaluate_codes(codes_of(splits.query), splits.query.labels, codes_of(splits.database),
-                              splits.database.labels, 16, topks=(None,), ns=(1,))
+    expected = evaluate_codes(codes_of(splits.query), splits.query.labels,
+                              *in_tie_order(codes_of(splits.database), splits.database.labels), 16, topks=(None,), ns=(1,))
     assert second["methods"]["hashnet"]["metrics"] == pytest.approx(expected["metrics"])
 
 
@@ -310,7 +335,7 @@ def test_cli_with_cached_prefix_stages_reports_the_encoders_own_codes(tiny_check
     splits = load_splits(f"folder:{colour_folder}")
     query = [Image.open(path).convert("RGB") for path in splits.query.paths]
     database = [Image.open(path).convert("RGB") for path in splits.database.paths]
-    expected = evaluate_codes(encoder.encode_images(query), splits.query.labels, encoder.encode_images(database),
-                              splits.database.labels, 16, topks=(None,), ns=(1,))
+    expected = evaluate_codes(encoder.encode_images(query), splits.query.labels,
+                              *in_tie_order(encoder.encode_images(database), splits.database.labels), 16, topks=(None,), ns=(1,))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["methods"]["hashnet"]["metrics"] == pytest.approx(expected["metrics"])
