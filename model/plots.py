@@ -107,8 +107,9 @@ def plot_loss_by_stage(records: Sequence[Mapping[str, float]], path: str | Path,
         stage_mean = losses[start:end].mean()
         ax.hlines(stage_mean, iterations[start], iterations[end - 1], colors="C3", linewidth=2,
                   label="stage mean" if stage == 0 else None)
-        ax.annotate(f"beta={betas[start]:g}", (iterations[start], 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(3, -12), textcoords="offset points", fontsize="small")
+        # Vertical, two decimals: ten or more stages side by side stay legible.
+        ax.annotate(f"beta {betas[start]:.2f}", (iterations[start], 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, -4), textcoords="offset points", fontsize="small", rotation=90, va="top")
     ax.set(xlabel="iteration", ylabel="loss", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
