@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     # encoding
     batch_size: int = Field(16, ge=1, description="images the encoder runs at once")
-    batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill before it runs")
+    batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits for images still being decoded before it runs")
     queue_size: int = Field(64, ge=1, description="images admitted for decode+encode at once; beyond: 503")
     decode_threads: int = Field(2, ge=1, description="threads decoding and preprocessing images")
     retry_after_s: int = Field(1, ge=1, description="Retry-After of an overload 503")
