@@ -92,10 +92,7 @@ class Encoder:
 
     def encode_with_features(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(packed codes, pooled features) with one backbone pass: the codes are the hash layer of those features."""
-        features = self._forward(self._model.backbone.forward_features, batch)
-        with torch.inference_mode():
-            logits = self._model.hash_layer(features)
-        return codes_from_logits(logits), features.float().cpu().numpy()
+        return self._codes_and_features(self._forward(self._model.backbone.forward_features, batch))
 
     def backbone_prefix(self, stages: int) -> torch.nn.Module:
         """The backbone's first `stages` stages (see `Backbone.stages`), for caching their outputs."""
@@ -105,9 +102,12 @@ class Encoder:
         """(packed codes, pooled features) from the outputs of the first `stage` backbone stages."""
         rest = torch.nn.Sequential(*self._model.backbone.stages()[stage:])
         with torch.inference_mode():
-            features = rest(outputs.to(self.device, dtype=torch.float32))
-            logits = self._model.hash_layer(features)
-        return codes_from_logits(logits), features.float().cpu().numpy()
+            return self._codes_and_features(rest(outputs.to(self.device, dtype=torch.float32)))
+
+    @torch.inference_mode()
+    def _codes_and_features(self, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The hash layer's codes of pooled features, and the features on the host."""
+        return codes_from_logits(self._model.hash_layer(features)), features.float().cpu().numpy()
 
     def codes_from_features(self, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Packed codes of pooled backbone features [N, F] (from this encoder's backbone) through the hash layer."""
