@@ -26,7 +26,7 @@ from model import plots
 from model.baselines import ITQ, LSH, LinearHash, SignPCA
 from model.data import ImageDataset, LabelledImages, load_splits
 from model.encoder import Encoder, inference_batch_size
-from model.feature_cache import cached_outputs
+from model.feature_cache import cached_outputs, prefix_name
 from model.metrics import (
     QueriesWithoutHits,
     precision_recall_curve,
@@ -288,7 +288,7 @@ def encode_images(encoder: Encoder, images: LabelledImages, *, batch_size: int =
     codes, features = [], []
     if prefix_stages:
         outputs = cached_outputs(
-            encoder.backbone_prefix(prefix_stages), f"{encoder.metadata['backbone']['name']}[:{prefix_stages}]",
+            encoder.backbone_prefix(prefix_stages), prefix_name(encoder.metadata["backbone"]["name"], prefix_stages),
             encoder.preprocess, images, prefix_cache_dir, device=encoder.device,
             batch_size=inference_batch_size(encoder.device, encoder.preprocess.input_size), workers=workers,
         )

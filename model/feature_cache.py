@@ -26,6 +26,11 @@ from model.preprocess import PreprocessConfig, eval_transform
 log = logging.getLogger(__name__)
 
 
+def prefix_name(backbone_name: str, stages: int) -> str:
+    """The name of a backbone's first `stages` stages in cache keys: the trainer and the evaluation must agree on it."""
+    return f"{backbone_name}[:{stages}]"
+
+
 def cache_key(prefix: nn.Module, prefix_name: str, preprocess: PreprocessConfig, images: LabelledImages) -> str:
     digest = hashlib.sha256()
     description = {"prefix": prefix_name, "preprocess": preprocess.to_dict(), "paths": [str(p) for p in images.paths]}

@@ -44,7 +44,7 @@ from model.checkpoint import FULL, HEAD_ONLY, save_checkpoint
 from model.codes import codes_from_logits
 from model.data import DataSplits, ImageDataset, LabelledImages, load_splits
 from model.encoder import default_device, inference_batch_size
-from model.feature_cache import cached_outputs
+from model.feature_cache import cached_outputs, prefix_name
 from model.hashnet import HashNet
 from model.metrics import mean_average_precision
 from model.preprocess import eval_transform, train_transform
@@ -76,7 +76,7 @@ class _SplitModel:
         self.model = model
         self.frozen = nn.Sequential(*stages[:frozen_stages]).requires_grad_(False)
         self.trained = nn.Sequential(*stages[frozen_stages:])
-        self.prefix_name = f"{model.backbone.name}[:{frozen_stages}]"
+        self.prefix_name = prefix_name(model.backbone.name, frozen_stages)
 
     def train(self) -> None:
         self.model.train()
