@@ -158,15 +158,16 @@ def linear_probe(row: Row) -> dict[str, Any]:
 
     from model.data import load_splits
     from model.encoder import Encoder
-    from model.evaluate import _cache_key
+    from model.evaluate import read_cached_encoding
 
     encoder = Encoder.from_checkpoint(ROOT / row.checkpoint_path(), device="cpu")
     splits = load_splits(row.data)
     arrays = {}
     for name, images in (("query", splits.query), ("database", splits.database)):
-        key = _cache_key(encoder.backbone_fingerprint, images.paths)
-        with np.load(ROOT / EVAL_CACHE / f"{name}-{key[:16]}.npz") as cached:
-            arrays[name] = torch.from_numpy(cached["features"].astype(np.float32))
+        cached = read_cached_encoding(encoder, name, images, ROOT / EVAL_CACHE)
+        if cached is None:
+            raise RuntimeError(f"{row.id}: no cached {name} features in {EVAL_CACHE}; run its evaluation first")
+        arrays[name] = torch.from_numpy(cached.features.astype(np.float32))
     train_labels = torch.from_numpy(splits.train.labels.argmax(1))
     test_labels = torch.from_numpy(splits.query.labels.argmax(1))
     torch.manual_seed(0)

@@ -319,23 +319,37 @@ def _encode_cached(encoder: Encoder, name: str, images: LabelledImages, *, cache
     applied to the cached features). Codes computed with the features are
     kept under the checkpoint's fingerprint.
     """
-    key = _cache_key(encoder.backbone_fingerprint, images.paths)
-    path = cache_dir / f"{name}-{key[:16]}.npz"
-    if path.is_file():
-        with np.load(path) as cached:
-            if str(cached["key"]) == key:
-                features = cached["features"]
-                same_head = str(cached["fingerprint"]) == encoder.fingerprint
-                codes = cached["codes"] if same_head else encoder.codes_from_features(features)
-                return Encoded(codes, features)
+    cached = read_cached_encoding(encoder, name, images, cache_dir)
+    if cached is not None:
+        return cached
     encoded = encode_images(encoder, images, batch_size=batch_size, workers=workers, prefix_stages=prefix_stages,
                             prefix_cache_dir=cache_dir / "prefix")
+    key, path = _cache_file(encoder, name, images, cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.stem + ".tmp.npz")
     np.savez(temporary, key=np.array(key), fingerprint=np.array(encoder.fingerprint), codes=encoded.codes,
              features=encoded.features)
     temporary.replace(path)
     return encoded
+
+
+def read_cached_encoding(encoder: Encoder, name: str, images: LabelledImages, cache_dir: Path) -> Encoded | None:
+    """The split `name` as an evaluation with this cache dir stored it (None if it did not): the
+    features of this encoder's backbone, and this checkpoint's codes of them."""
+    key, path = _cache_file(encoder, name, images, cache_dir)
+    if not path.is_file():
+        return None
+    with np.load(path) as cached:
+        if str(cached["key"]) != key:
+            return None
+        features = cached["features"]
+        same_head = str(cached["fingerprint"]) == encoder.fingerprint
+        return Encoded(cached["codes"] if same_head else encoder.codes_from_features(features), features)
+
+
+def _cache_file(encoder: Encoder, name: str, images: LabelledImages, cache_dir: Path) -> tuple[str, Path]:
+    key = _cache_key(encoder.backbone_fingerprint, images.paths)
+    return key, cache_dir / f"{name}-{key[:16]}.npz"
 
 
 def _cache_key(backbone_fingerprint: str, paths: Sequence[Path]) -> str:
