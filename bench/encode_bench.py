@@ -27,13 +27,13 @@ import torch
 from PIL import Image
 
 from bench.index_bench import rate
+from bench.report import markdown_table as table
 from bench.service_harness import (
     LOAD_HEAD,
     RESULTS,
     grocery_items,
     quiet,
     save_section,
-    table,
 )
 from model.encoder import Encoder
 from service.images import configure_pillow, decode_image

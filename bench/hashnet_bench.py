@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report import cpu_model, markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = Path("runs")
 EVAL_CACHE = RUNS / "eval-cache"
@@ -254,15 +256,9 @@ def _relative(command: list[str] | None) -> list[str]:
 def machine() -> dict[str, Any]:
     import torch
 
-    cpu = "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal")), "0")
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gib": round(int(memory) / 2**20, 1),
+    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "memory_gib": round(int(memory) / 2**20, 1),
             "python": platform.python_version(), "torch": torch.__version__, "gpu": torch.cuda.is_available()}
 
 
@@ -279,10 +275,6 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f} min"
-
-
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in body)]
 
 
 def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
@@ -309,9 +301,9 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
                      _f(itq_pre), _f(_metric(ft, "itq", "mAP@all")), _f(_metric(fr, "lsh", "mAP@all")),
                      _f(_metric(fr, "hashnet", "mAP@all")), _f(_metric(fr, "cosine", "mAP@all")),
                      _f(_metric(ft, "cosine", "mAP@all")), _f(gap), _minutes(ft.get("train", {}).get("training_seconds"))])
-    lines += _table(["bits", "HashNet mAP@all", "HashNet mAP@1000", "HashNet P@H<=2", "ITQ (pretrained) mAP@all",
+    lines += markdown_table(["bits", "HashNet mAP@all", "HashNet mAP@1000", "HashNet P@H<=2", "ITQ (pretrained) mAP@all",
                      "ITQ (fine-tuned) mAP@all", "LSH (pretrained) mAP@all", "HashNet (frozen) mAP@all",
-                     "cosine (pretrained)", "cosine (fine-tuned)", "HashNet - ITQ (pretrained)", "HashNet train time"], body)
+                     "cosine (pretrained)", "cosine (fine-tuned)", "HashNet - ITQ (pretrained)", "HashNet train time"], body).splitlines()
     lines += ["", "mAP@1000 of the baselines at each length is in bench/results/hashnet.json.", ""]
     figures = sorted(p.name for p in FIGURES.glob("*.png")) if FIGURES.is_dir() else []
     if figures:
@@ -328,8 +320,8 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
                          _f(_metric(record, "hashnet", "P@H<=2")), _f(_metric(record, "itq", "mAP@all")),
                          _f(_metric(record, "cosine", "mAP@all")), _f(_metric(record, "cosine", "P@1")),
                          _minutes(record.get("train", {}).get("training_seconds"))])
-    lines += _table(["run", "mode", "note", "mAP@all", "P@1", "P@10", "P@H<=2", "ITQ mAP@all", "cosine mAP@all",
-                     "cosine P@1", "train time"], body)
+    lines += markdown_table(["run", "mode", "note", "mAP@all", "P@1", "P@10", "P@H<=2", "ITQ mAP@all", "cosine mAP@all",
+                     "cosine P@1", "train time"], body).splitlines()
 
     probe = get("grocery-default", {}).get("eval", {}).get("probe")
     if probe:
@@ -356,7 +348,7 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
             body.append([data, mode, variant, _f(value), _f(None if delta is None else delta),
                          _f(_metric(record, "hashnet", "mAP@1000")), _f(_metric(record, "hashnet", "P@H<=2")),
                          _f(_metric(record, "hashnet", "P@1"))])
-    lines += _table(["data", "mode", "variant", "mAP@all", "vs full", "mAP@1000", "P@H<=2", "P@1"], body)
+    lines += markdown_table(["data", "mode", "variant", "mAP@all", "vs full", "mAP@1000", "P@H<=2", "P@1"], body).splitlines()
 
     lines += ["", "## Times on this CPU", "",
               "Wall-clock time of training (the optimisation loop, as the trainer measures it) and of the whole "
@@ -375,8 +367,8 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
                      _minutes(train.get("training_cpu_seconds")), _f(train.get("ms_per_image_step"), 1),
                      _minutes(train.get("total_seconds")), _minutes(driver_eval.get("wall_seconds")),
                      _load(driver_train), _load(driver_eval)])
-    lines += _table(["run", "mode", "epochs", "steps", "batch", "train wall", "train CPU", "ms/image/step",
-                     "train command total", "eval wall", "load (train)", "load (eval)"], body)
+    lines += markdown_table(["run", "mode", "epochs", "steps", "batch", "train wall", "train CPU", "ms/image/step",
+                     "train command total", "eval wall", "load (train)", "load (eval)"], body).splitlines()
 
     lines += ["", "## Machine", "", f"- CPU: {host['cpu']}, {host['cores']} cores; {host['memory_gib']} GiB; GPU: {host['gpu']}",
               f"- Python {host['python']}, torch {host['torch']}", "",

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import cpu_model
 from index import HammingIndex, kernels
 from index.stores.local import LocalStore
 
@@ -58,15 +59,7 @@ def memory_floor_qps(db: np.ndarray) -> float:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {kernels.default_threads()} cores, {platform.python_implementation()} {platform.python_version()}"
+    return f"{cpu_model()}, {kernels.default_threads()} cores, {platform.python_implementation()} {platform.python_version()}"
 
 
 def bench_scan(n: int, bits: int, ks: list[int], threads: list[int], with_numpy: bool) -> list[dict]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.report import markdown_table as table
 from bench.service_harness import (
     LOAD_HEAD,
     RESULTS,
@@ -37,7 +38,6 @@ from bench.service_harness import (
     quiet,
     running_server,
     save_section,
-    table,
 )
 from service.catalogue import CatalogueItem
 from tests.service.servers import poll_job

@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.report import markdown_table as table
 from bench.service_harness import (
     LOAD_HEAD,
     RESULTS,
@@ -41,7 +42,6 @@ from bench.service_harness import (
     quiet,
     running_server,
     save_section,
-    table,
 )
 from index import HammingIndex
 from index.stores.local import LocalStore

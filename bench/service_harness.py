@@ -150,11 +150,6 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> 
     return {f"p{p}": float(np.percentile(values, p)) for p in points} if values else {}
 
 
-def table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def save_section(key: str, command: str, markdown: str, data: Any, out: Path = RESULTS) -> None:
     """Store one script's results in service_bench.json and rebuild service_bench.md from all sections."""
     out.mkdir(parents=True, exist_ok=True)
