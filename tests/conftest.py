@@ -1,11 +1,13 @@
-"""Fixtures shared by every test package: where the real data lives, and a free port."""
+"""Fixtures shared by every test package: where the real data lives, a free port, images as file bytes."""
 from __future__ import annotations
 
+import io
 import os
 import socket
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,3 +29,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    """The bytes of `image` saved as a `fmt` file (Pillow's format name and save options)."""
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()

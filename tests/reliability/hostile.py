@@ -5,7 +5,6 @@ declared lengths that the body never meets, bodies larger than memory should hol
 """
 from __future__ import annotations
 
-import io
 import json
 import select
 import socket
@@ -15,13 +14,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from tests.conftest import encoded
+
 CHUNK = bytes(1 << 20)  # one MiB of zeros, sent again and again: a 100 MB upload never exists in memory
-
-
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
 
 
 def noise(fmt: str, size: tuple[int, int] = (128, 128)) -> bytes:

@@ -1,12 +1,12 @@
 """Safe decoding on its own: the allow-list, full loads, and the byte and pixel caps."""
 from __future__ import annotations
 
-import io
 
 import pytest
 from PIL import Image
 
 from service.images import ImageRejected, configure_pillow, decode_image
+from tests.conftest import encoded
 
 MAX_BYTES = 1 << 20
 MAX_PIXELS = 1_000_000
@@ -24,12 +24,6 @@ def decode(data: bytes) -> Image.Image:
     return decode_image(data, MAX_BYTES, MAX_PIXELS)
 
 
-def saved(image: Image.Image, fmt: str, **options) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
-
-
 def rejected(data: bytes) -> ImageRejected:
     with pytest.raises(ImageRejected) as caught:
         decode(data)
@@ -38,24 +32,24 @@ def rejected(data: bytes) -> ImageRejected:
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "GIF"])
 def test_accepted_formats_decode_to_rgb(fmt):
-    image = decode(saved(Image.new("RGB", (40, 30), (200, 30, 10)), fmt))
+    image = decode(encoded(Image.new("RGB", (40, 30), (200, 30, 10)), fmt))
     assert image.mode == "RGB" and image.size == (40, 30)
 
 
 def test_animated_gif_gives_its_first_frame():
     frames = [Image.new("RGB", (16, 16), colour) for colour in ("red", "blue")]
-    data = saved(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
     assert decode(data).getpixel((0, 0)) == (255, 0, 0)
 
 
 def test_transparent_and_grey_images_become_rgb():
     for mode in ("RGBA", "LA", "L", "P"):
-        assert decode(saved(Image.new(mode, (8, 8)), "PNG")).mode == "RGB"
+        assert decode(encoded(Image.new(mode, (8, 8)), "PNG")).mode == "RGB"
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PPM"])
 def test_other_formats_are_named_and_refused(fmt):
-    error = rejected(saved(Image.new("RGB", (16, 16)), fmt))
+    error = rejected(encoded(Image.new("RGB", (16, 16)), fmt))
     assert (error.status, error.code) == (415, "unsupported_image") and fmt in error.detail
 
 
@@ -66,7 +60,7 @@ def test_bytes_that_are_no_image():
 
 def test_truncated_files_are_never_half_loaded(shared_data):
     jpeg = next((shared_data / "grocery" / "dataset" / "test").rglob("*.jpg")).read_bytes()
-    png = saved(Image.effect_noise((64, 64), 40).convert("RGB"), "PNG")
+    png = encoded(Image.effect_noise((64, 64), 40).convert("RGB"), "PNG")
     for data in (jpeg[: len(jpeg) // 3], jpeg[:-50], png[:-30], png[: len(png) // 2]):
         error = rejected(data)
         assert (error.status, error.code) == (400, "corrupt_image")
@@ -81,5 +75,5 @@ def test_empty_and_oversize_files():
 @pytest.mark.parametrize("size", [(1100, 1000), (2100, 1000)])
 def test_decompression_bombs(size):
     # Over the cap (Pillow warns: treated as an error) and over twice the cap (Pillow refuses).
-    error = rejected(saved(Image.new("L", size), "PNG"))
+    error = rejected(encoded(Image.new("L", size), "PNG"))
     assert (error.status, error.code) == (413, "too_many_pixels") and "pixels" in error.detail
