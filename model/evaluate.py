@@ -285,26 +285,21 @@ def encode_images(encoder: Encoder, images: LabelledImages, *, batch_size: int =
     stages' weights, so checkpoints that kept the same stages fixed in training
     (and the ImageNet backbone itself) compute them once per image set.
     """
-    codes, features = [], []
     if prefix_stages:
         outputs = cached_outputs(
             encoder.backbone_prefix(prefix_stages), prefix_name(encoder.metadata["backbone"]["name"], prefix_stages),
             encoder.preprocess, images, prefix_cache_dir, device=encoder.device,
             batch_size=inference_batch_size(encoder.device, encoder.preprocess.input_size), workers=workers,
         )
-        for start in tqdm(range(0, len(images), batch_size), desc=f"encoding {len(images)} images from stage {prefix_stages}",
-                          unit="batch", leave=False):
-            batch_codes, batch_features = encoder.encode_from_stage(torch.from_numpy(np.array(outputs[start:start + batch_size])),
-                                                                     prefix_stages)
-            codes.append(batch_codes)
-            features.append(batch_features)
-        return Encoded(np.concatenate(codes), np.concatenate(features))
-    loader = DataLoader(ImageDataset(images, encoder.preprocess_image), batch_size=batch_size, num_workers=workers)
-    for batch, _labels in tqdm(loader, desc=f"encoding {len(images)} images", unit="batch", leave=False):
-        batch_codes, batch_features = encoder.encode_with_features(batch)
-        codes.append(batch_codes)
-        features.append(batch_features)
-    return Encoded(np.concatenate(codes), np.concatenate(features))
+        starts = tqdm(range(0, len(images), batch_size), desc=f"encoding {len(images)} images from stage {prefix_stages}",
+                      unit="batch", leave=False)
+        parts = [encoder.encode_from_stage(torch.from_numpy(np.array(outputs[start:start + batch_size])), prefix_stages)
+                 for start in starts]
+    else:
+        loader = DataLoader(ImageDataset(images, encoder.preprocess_image), batch_size=batch_size, num_workers=workers)
+        parts = [encoder.encode_with_features(batch)
+                 for batch, _labels in tqdm(loader, desc=f"encoding {len(images)} images", unit="batch", leave=False)]
+    return Encoded(np.concatenate([codes for codes, _ in parts]), np.concatenate([features for _, features in parts]))
 
 
 def _encode_cached(encoder: Encoder, name: str, images: LabelledImages, *, cache_dir: Path, batch_size: int,
