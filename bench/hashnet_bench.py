@@ -47,6 +47,12 @@ NICE = ["nice", "-n", "19"]
 # blocks 8-15, the 1x1 head conv and the hash layer train (see the report for why).
 CIFAR_FINETUNE = ["--mode", "finetune", "--image-size", "128", "--freeze-stages", "9", "--cache-activations",
                   "--epochs", "12", "--lr", "3e-4", "--beta-step", "100", "--beta-gamma", "0.05", "--eval-db-limit", "3000"]
+# CIFAR-10 end to end with nothing frozen, as the paper trains: every stage of Lite0 at 128 px with random
+# resized crops and flips (so no activation cache), 20 epochs of 78 batches of 64.
+CIFAR_END_TO_END = ["--mode", "finetune", "--image-size", "128", "--epochs", "20", "--lr", "1e-4", "--beta-step", "100",
+                    "--beta-gamma", "0.05", "--eval-db-limit", "3000"]
+# The first recipe at Lite0's native 224 px (blocks 8-15 then see 14 x 14 maps instead of 8 x 8).
+CIFAR_FINETUNE_224 = [*CIFAR_FINETUNE[:2], "--image-size", "224", *CIFAR_FINETUNE[4:]]
 # Frozen mode: the hash layer alone on pooled ImageNet Lite0 features (the trainer's defaults but 300 epochs
 # of 19 batches of 256, 5,700 steps, to save time; these rows are the pretrained baselines and the ablations).
 CIFAR_FROZEN = ["--mode", "frozen", "--image-size", "128", "--epochs", "300", "--eval-db-limit", "2000"]
@@ -72,7 +78,7 @@ ABLATIONS = {
 @dataclass
 class Row:
     id: str
-    group: str  # cifar | cifar-frozen | grocery | ablation
+    group: str  # cifar | cifar-extra | cifar-frozen | grocery | ablation
     data: str
     bits: int
     train: list[str] | None  # model.train arguments (None: an existing checkpoint)
@@ -113,6 +119,9 @@ def rows() -> list[Row]:
         table.append(Row(f"c10-ft-{bits}", "cifar", "cifar10", bits, CIFAR_FINETUNE, eval_extra=[*CIFAR_EVAL, *extra]))
         table.append(Row(f"c10-frozen-{bits}", "cifar-frozen", "cifar10", bits, CIFAR_FROZEN, eval_extra=CIFAR_EVAL,
                          mode="frozen"))
+    table.append(Row("c10-e2e-64", "cifar-extra", "cifar10", 64, CIFAR_END_TO_END,
+                     eval_extra=["--tsne", "--run-dir", str(RUNS / "c10-e2e-64")]))
+    table.append(Row("c10-ft224-64", "cifar-extra", "cifar10", 64, CIFAR_FINETUNE_224, eval_extra=CIFAR_EVAL))
     table.append(Row("grocery-default", "grocery", "grocery", 64, None, checkpoint="model/default/hashnet-lite0-64.safetensors",
                      mode="frozen", note="model/default (as shipped)"))
     table.append(Row("grocery-ft-64", "grocery", "grocery", 64, GROCERY_FINETUNE, eval_extra=["--prefix-stages", "9"],
@@ -277,6 +286,29 @@ def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f} min"
 
 
+def _cifar_by_length(records: dict[str, dict[str, Any]], prefix: str) -> list[str]:
+    """One line per code length that has a `{prefix}-{bits}` row, beside the frozen rows' pretrained baselines."""
+    body = []
+    for bits in (16, 32, 48, 64):
+        hashnet_row, frozen = records.get(f"{prefix}-{bits}"), records.get(f"c10-frozen-{bits}", {})
+        if hashnet_row is None or "eval" not in hashnet_row:
+            continue
+        hashnet, itq_pre = _metric(hashnet_row, "hashnet", "mAP@all"), _metric(frozen, "itq", "mAP@all")
+        gap = None if hashnet is None or itq_pre is None else hashnet - itq_pre
+        body.append([str(bits), _f(hashnet), _f(_metric(hashnet_row, "hashnet", "mAP@1000")),
+                     _f(_metric(hashnet_row, "hashnet", "P@H<=2")), _f(_metric(hashnet_row, "hashnet", "P@1")),
+                     _f(itq_pre), _f(_metric(hashnet_row, "itq", "mAP@all")), _f(_metric(frozen, "lsh", "mAP@all")),
+                     _f(_metric(frozen, "hashnet", "mAP@all")), _f(_metric(frozen, "cosine", "mAP@all")),
+                     _f(_metric(hashnet_row, "cosine", "mAP@all")), _f(gap),
+                     _minutes(hashnet_row.get("train", {}).get("training_seconds"))])
+    if not body:
+        return []
+    return markdown_table(["bits", "HashNet mAP@all", "HashNet mAP@1000", "HashNet P@H<=2", "HashNet P@1",
+                           "ITQ (pretrained) mAP@all", "ITQ (fine-tuned) mAP@all", "LSH (pretrained) mAP@all",
+                           "HashNet (frozen) mAP@all", "cosine (pretrained)", "cosine (fine-tuned)",
+                           "HashNet - ITQ (pretrained)", "HashNet train time"], body).splitlines()
+
+
 def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
     get = records.get
     lines = ["# HashNet results", "",
@@ -287,27 +319,23 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
     lines += ["## CIFAR-10, by code length", "",
               "Protocol `cifar10`: 1,000 queries, 5,000 training images, 54,000-image database (training images not in it), "
               "split seed 0; relevance = same class; mAP over the whole ranked database (mAP@all) and the top 1,000.",
-              "HashNet = end-to-end fine-tuning (finetune mode, 128 px). ITQ/LSH (pretrained) = fitted on the ImageNet "
-              "Lite0 features at 128 px (the standard comparison: shallow methods do not train the backbone); "
-              "ITQ (fine-tuned) = fitted on the features of the HashNet checkpoint's own fine-tuned backbone. "
-              "Cosine = float features, ranked by cosine (no hashing). HashNet (frozen) = the hash layer alone on the "
-              "ImageNet features.", ""]
-    body = []
-    for bits in (16, 32, 48, 64):
-        ft, fr = get(f"c10-ft-{bits}", {}), get(f"c10-frozen-{bits}", {})
-        hashnet, itq_pre = _metric(ft, "hashnet", "mAP@all"), _metric(fr, "itq", "mAP@all")
-        gap = None if hashnet is None or itq_pre is None else hashnet - itq_pre
-        body.append([str(bits), _f(hashnet), _f(_metric(ft, "hashnet", "mAP@1000")), _f(_metric(ft, "hashnet", "P@H<=2")),
-                     _f(itq_pre), _f(_metric(ft, "itq", "mAP@all")), _f(_metric(fr, "lsh", "mAP@all")),
-                     _f(_metric(fr, "hashnet", "mAP@all")), _f(_metric(fr, "cosine", "mAP@all")),
-                     _f(_metric(ft, "cosine", "mAP@all")), _f(gap), _minutes(ft.get("train", {}).get("training_seconds"))])
-    lines += markdown_table(["bits", "HashNet mAP@all", "HashNet mAP@1000", "HashNet P@H<=2", "ITQ (pretrained) mAP@all",
-                     "ITQ (fine-tuned) mAP@all", "LSH (pretrained) mAP@all", "HashNet (frozen) mAP@all",
-                     "cosine (pretrained)", "cosine (fine-tuned)", "HashNet - ITQ (pretrained)", "HashNet train time"], body).splitlines()
-    lines += ["", "mAP@1000 of the baselines at each length is in bench/results/hashnet.json.", ""]
+              "ITQ/LSH (pretrained) = fitted on the ImageNet Lite0 features at 128 px (the standard comparison: shallow "
+              "methods do not train the backbone); ITQ (fine-tuned) = fitted on the features of the HashNet checkpoint's "
+              "own fine-tuned backbone. Cosine = float features, ranked by cosine (no hashing). HashNet (frozen) = the "
+              "hash layer alone on the ImageNet features.", ""]
+    for prefix, title in (("c10-e2e", "HashNet end to end: every stage trained, 128 px, random resized crops and flips, "
+                                      "20 epochs."),
+                          ("c10-ft", "HashNet with the first stages frozen: stem and blocks 0-7 keep their ImageNet "
+                                     "weights (their outputs cached, no augmentation), blocks 8-15, the head "
+                                     "convolution and the hash layer train, 12 epochs, 128 px."),
+                          ("c10-ft224", "as c10-ft, at 224 px.")):
+        table = _cifar_by_length(records, prefix)
+        if table:
+            lines += [f"### {prefix}: {title}", "", *table, ""]
+    lines += ["mAP@1000 of the baselines at each length is in bench/results/hashnet.json.", ""]
     figures = sorted(p.name for p in FIGURES.glob("*.png")) if FIGURES.is_dir() else []
     if figures:
-        lines += ["Figures of the 64-bit run (bench/results/figures/): " + ", ".join(f"[{n}](figures/{n})" for n in figures), ""]
+        lines += [f"Figures of the {HEADLINE} run (bench/results/figures/): " + ", ".join(f"[{n}](figures/{n})" for n in figures), ""]
 
     lines += ["## Grocery (81 fine classes)", "",
               "Train on the 2,640 training images; the 2,485 test images query the training images. P@1 = precision of the "
@@ -402,9 +430,17 @@ def copy_figures() -> None:
             shutil.copyfile(source / name, FIGURES / target)
 
 
+def _previous_records() -> dict[str, dict[str, Any]]:
+    previous = _read_json(RESULTS / "hashnet.json")
+    return previous["rows"] if previous else {}
+
+
 def collect(selected: list[Row]) -> None:
+    """Tables from runs/; a row whose run directory is not here (a fresh checkout) keeps its published record."""
     copy_figures()
-    records = {row.id: collect_row(row) for row in selected}
+    previous = _previous_records()
+    records = {row.id: collect_row(row) if (ROOT / row.run_dir).is_dir() or row.id not in previous else previous[row.id]
+               for row in selected}
     host = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "hashnet.json").write_text(json.dumps({"machine": host, "rows": records}, indent=2) + "\n")
