@@ -47,19 +47,23 @@ NICE = ["nice", "-n", "19"]
 # blocks 8-15, the 1x1 head conv and the hash layer train (see the report for why).
 CIFAR_FINETUNE = ["--mode", "finetune", "--image-size", "128", "--freeze-stages", "9", "--cache-activations",
                   "--epochs", "12", "--lr", "3e-4", "--beta-step", "100", "--beta-gamma", "0.05", "--eval-db-limit", "3000"]
-# CIFAR-10 end to end with nothing frozen, as the paper trains: every stage of Lite0 at 128 px with random
-# resized crops and flips (so no activation cache), 20 epochs of 78 batches of 64.
-CIFAR_END_TO_END = ["--mode", "finetune", "--image-size", "128", "--epochs", "20", "--lr", "1e-4", "--beta-step", "100",
-                    "--beta-gamma", "0.05", "--eval-db-limit", "3000"]
-# The same at 3e-4 (the blocks-8-15 recipe's rate) and at 1e-3; the hash layer always gets 10x.
-CIFAR_END_TO_END_LR3 = [*CIFAR_END_TO_END[:7], "3e-4", *CIFAR_END_TO_END[8:]]
-CIFAR_END_TO_END_LR10 = [*CIFAR_END_TO_END[:7], "1e-3", *CIFAR_END_TO_END[8:]]
+# CIFAR-10 end to end with nothing frozen, as the paper trains: every stage of Lite0 with random resized crops and
+# flips (so no activation cache), 20 epochs of 78 batches of 64; the hash layer always gets 10x the rate.
+# Row prefix -> (learning rate, input size).
+CIFAR_END_TO_END = {"c10-e2e": ("1e-4", 128), "c10-e2e-lr3e-4": ("3e-4", 128), "c10-e2e-lr1e-3": ("1e-3", 128),
+                    "c10-e2e160-lr1e-3": ("1e-3", 160)}
+
+
+def cifar_end_to_end(lr: str, image_size: int) -> list[str]:
+    return ["--mode", "finetune", "--image-size", str(image_size), "--epochs", "20", "--lr", lr, "--beta-step", "100",
+            "--beta-gamma", "0.05", "--eval-db-limit", "3000"]
+
+
 # The first recipe at Lite0's native 224 px (blocks 8-15 then see 14 x 14 maps instead of 8 x 8).
 CIFAR_FINETUNE_224 = [*CIFAR_FINETUNE[:2], "--image-size", "224", *CIFAR_FINETUNE[4:]]
 # Frozen mode: the hash layer alone on pooled ImageNet Lite0 features (the trainer's defaults but 300 epochs
 # of 19 batches of 256, 5,700 steps, to save time; these rows are the pretrained baselines and the ablations).
 CIFAR_FROZEN = ["--mode", "frozen", "--image-size", "128", "--epochs", "300", "--eval-db-limit", "2000"]
-GROCERY_FROZEN = ["--mode", "frozen", "--image-size", "224", "--epochs", "1000"]
 # Grocery end to end: the CIFAR-10 recipe at 160 px (10 epochs of 41 batches, beta every 40 steps), and at the
 # default checkpoint's 224 px for 30 epochs (1,230 steps).
 GROCERY_FINETUNE = ["--mode", "finetune", "--image-size", "160", "--freeze-stages", "9", "--cache-activations",
@@ -67,8 +71,17 @@ GROCERY_FINETUNE = ["--mode", "finetune", "--image-size", "160", "--freeze-stage
 GROCERY_FINETUNE_224 = ["--mode", "finetune", "--image-size", "224", "--freeze-stages", "9", "--cache-activations",
                         "--epochs", "30", "--lr", "3e-4", "--beta-step", "100", "--beta-gamma", "0.05"]
 # Grocery end to end with nothing frozen, augmented, at 192 px (12 epochs of 41 batches, beta every 40 steps).
-GROCERY_END_TO_END = ["--mode", "finetune", "--image-size", "192", "--epochs", "12", "--lr", "1e-4", "--beta-step", "40",
-                      "--beta-gamma", "0.1"]
+GROCERY_END_TO_END = {"grocery-e2e-64": "1e-4", "grocery-e2e-lr1e-3-64": "1e-3"}  # row id -> learning rate
+
+
+def grocery_frozen(image_size: int = 224) -> list[str]:
+    """The default checkpoint's recipe; larger inputs than 224 px test whether the photos' detail (about 348 px) helps."""
+    return ["--mode", "frozen", "--image-size", str(image_size), "--epochs", "1000"]
+
+
+def grocery_end_to_end(lr: str) -> list[str]:
+    return ["--mode", "finetune", "--image-size", "192", "--epochs", "12", "--lr", lr, "--beta-step", "40",
+            "--beta-gamma", "0.1"]
 BASELINES = ["--baselines", "lsh,itq,cosine"]
 # The first 9 stages are the ImageNet weights in every CIFAR-10 checkpoint here (fine-tuned with them frozen, or
 # head only): their outputs for the 60,000 images are computed once and shared by every evaluation.
@@ -125,10 +138,9 @@ def rows() -> list[Row]:
         table.append(Row(f"c10-ft-{bits}", "cifar", "cifar10", bits, CIFAR_FINETUNE, eval_extra=[*CIFAR_EVAL, *extra]))
         table.append(Row(f"c10-frozen-{bits}", "cifar-frozen", "cifar10", bits, CIFAR_FROZEN, eval_extra=CIFAR_EVAL,
                          mode="frozen"))
-    table.append(Row("c10-e2e-64", "cifar-extra", "cifar10", 64, CIFAR_END_TO_END,
-                     eval_extra=["--tsne", "--run-dir", str(RUNS / "c10-e2e-64")]))
-    table.append(Row("c10-e2e-lr3e-4-64", "cifar-extra", "cifar10", 64, CIFAR_END_TO_END_LR3))
-    table.append(Row("c10-e2e-lr1e-3-64", "cifar-extra", "cifar10", 64, CIFAR_END_TO_END_LR10))
+    for prefix, (lr, image_size) in CIFAR_END_TO_END.items():
+        tsne = ["--tsne", "--run-dir", str(RUNS / "c10-e2e-64")] if prefix == "c10-e2e" else []
+        table.append(Row(f"{prefix}-64", "cifar-extra", "cifar10", 64, cifar_end_to_end(lr, image_size), eval_extra=tsne))
     table.append(Row("c10-ft224-64", "cifar-extra", "cifar10", 64, CIFAR_FINETUNE_224, eval_extra=CIFAR_EVAL))
     table.append(Row("grocery-default", "grocery", "grocery", 64, None, checkpoint="model/default/hashnet-lite0-64.safetensors",
                      mode="frozen", note="model/default (as shipped)"))
@@ -136,15 +148,18 @@ def rows() -> list[Row]:
                      note="fine-tuned, 160 px, 10 epochs, blocks 8-15 + head trained"))
     table.append(Row("grocery-ft-64-224", "grocery", "grocery", 64, GROCERY_FINETUNE_224, eval_extra=["--prefix-stages", "9"],
                      note="fine-tuned, 224 px, 30 epochs, blocks 8-15 + head trained"))
-    table.append(Row("grocery-e2e-64", "grocery", "grocery", 64, GROCERY_END_TO_END,
-                     note="end to end, every stage trained, 192 px, augmented, 12 epochs"))
-    # The grocery "full" ablation row is model/default itself: its README's command is GROCERY_FROZEN at 64 bits
+    for row_id, lr in GROCERY_END_TO_END.items():
+        table.append(Row(row_id, "grocery", "grocery", 64, grocery_end_to_end(lr),
+                         note=f"end to end, every stage trained, 192 px, augmented, 12 epochs, learning rate {lr}"))
+    table.append(Row("grocery-frozen288-64", "grocery", "grocery", 64, grocery_frozen(288), mode="frozen",
+                     note="head only (as the default), 288 px"))
+    # The grocery "full" ablation row is model/default itself: its README's command is grocery_frozen() at 64 bits
     # (seed 0, deterministic: a second run reproduced it bit for bit), so it is not trained again.
     for variant, flags in ABLATIONS.items():
         if variant != "full":
             table.append(Row(f"c10-frozen-64-{variant}", "ablation", "cifar10", 64, [*CIFAR_FROZEN, *flags],
                              eval_extra=CIFAR_EVAL, variant=variant, mode="frozen"))
-            table.append(Row(f"grocery-frozen-64-{variant}", "ablation", "grocery", 64, [*GROCERY_FROZEN, *flags],
+            table.append(Row(f"grocery-frozen-64-{variant}", "ablation", "grocery", 64, [*grocery_frozen(), *flags],
                              variant=variant, mode="frozen"))
     table.append(Row("c10-ft-64-no-weighting", "ablation", "cifar10", 64, [*CIFAR_FINETUNE, "--no-weighting"],
                      eval_extra=CIFAR_EVAL, variant="no-weighting"))
@@ -333,10 +348,9 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
               "methods do not train the backbone); ITQ (fine-tuned) = fitted on the features of the HashNet checkpoint's "
               "own fine-tuned backbone. Cosine = float features, ranked by cosine (no hashing). HashNet (frozen) = the "
               "hash layer alone on the ImageNet features.", ""]
-    for prefix, title in (("c10-e2e", "HashNet end to end: every stage trained, 128 px, random resized crops and flips, "
-                                      "20 epochs."),
-                          ("c10-e2e-lr3e-4", "as c10-e2e, learning rate 3e-4 (the hash layer 3e-3)."),
-                          ("c10-e2e-lr1e-3", "as c10-e2e, learning rate 1e-3 (the hash layer 1e-2)."),
+    end_to_end = {prefix: f"HashNet end to end: every stage trained, {size} px, random resized crops and flips, 20 "
+                          f"epochs, learning rate {lr} (the hash layer 10x)." for prefix, (lr, size) in CIFAR_END_TO_END.items()}
+    for prefix, title in (*end_to_end.items(),
                           ("c10-ft", "HashNet with the first stages frozen: stem and blocks 0-7 keep their ImageNet "
                                      "weights (their outputs cached, no augmentation), blocks 8-15, the head "
                                      "convolution and the hash layer train, 12 epochs, 128 px."),
@@ -448,11 +462,14 @@ def _previous_records() -> dict[str, dict[str, Any]]:
 
 
 def collect(selected: list[Row]) -> None:
-    """Tables from runs/; a row whose run directory is not here (a fresh checkout) keeps its published record."""
+    """Tables from runs/; a row whose run directory is not here (a fresh checkout) keeps its published record.
+
+    A kept record keeps the commands it was measured with; only its descriptive note follows the code.
+    """
     copy_figures()
     previous = _previous_records()
-    records = {row.id: collect_row(row) if (ROOT / row.run_dir).is_dir() or row.id not in previous else previous[row.id]
-               for row in selected}
+    records = {row.id: collect_row(row) if (ROOT / row.run_dir).is_dir() or row.id not in previous
+               else {**previous[row.id], "note": row.note} for row in selected}
     host = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "hashnet.json").write_text(json.dumps({"machine": host, "rows": records}, indent=2) + "\n")
