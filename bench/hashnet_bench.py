@@ -83,6 +83,8 @@ def grocery_frozen(image_size: int = 224) -> list[str]:
 def grocery_end_to_end(lr: str) -> list[str]:
     return ["--mode", "finetune", "--image-size", "192", "--epochs", "12", "--lr", lr, "--beta-step", "40",
             "--beta-gamma", "0.1"]
+
+
 BASELINES = ["--baselines", "lsh,itq,cosine"]
 # The first 9 stages are the ImageNet weights in every CIFAR-10 checkpoint here (fine-tuned with them frozen, or
 # head only): their outputs for the 60,000 images are computed once and shared by every evaluation.
