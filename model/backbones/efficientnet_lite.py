@@ -118,7 +118,7 @@ class MBConvBlock(nn.Module):
 class EfficientNetLite(Backbone):
     classifier_path = "_fc"
 
-    def __init__(self, stage_specs: tuple[StageSpec, ...] = B0_STAGES) -> None:
+    def __init__(self, stage_specs: tuple[StageSpec, ...]) -> None:
         super().__init__(num_features=HEAD_CHANNELS)
         self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, stride=2, bias=False)
         self._bn0 = _batch_norm(STEM_CHANNELS)
