@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.backbones import create_backbone
+from model.batch_order import epoch_order
 from model.checkpoint import FULL, HEAD_ONLY, save_checkpoint
 from model.codes import codes_from_logits
 from model.data import DataSplits, ImageDataset, LabelledImages, load_splits
@@ -101,11 +102,6 @@ class _SplitModel:
         if backbone_params:
             groups.append({"params": backbone_params, "lr": lr})
         return groups
-
-
-def _epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
-    """A permutation per epoch that depends only on (seed, epoch), so a resumed run sees the same batches."""
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 class _CachedInputs:
@@ -308,7 +304,7 @@ def _train(config: TrainConfig, run_dir: Path, split: _SplitModel, train_images:
     started, cpu_started = time.perf_counter(), time.process_time()
     while iteration < total_iterations:
         epoch, first_batch = divmod(iteration, iterations_per_epoch)
-        order = _epoch_order(len(train_images), config.seed, epoch)
+        order = epoch_order(train_images.labels, config.seed, epoch, config.per_class)
         batch_indices = [order[b * batch_size : (b + 1) * batch_size] for b in range(first_batch, iterations_per_epoch)]
         split.train()
         epoch_losses = []
@@ -399,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="no random resized crop / flip")
     parser.add_argument("--freeze-stages", type=int, default=defaults["freeze_stages"], help="finetune: keep the first N backbone stages fixed")
     parser.add_argument("--cache-activations", action="store_true", help="finetune: compute the frozen stages' outputs once (implies --no-augment)")
+    parser.add_argument(
+        "--per-class", type=int, default=defaults["per_class"],
+        help="build batches from runs of this many images of one class, so every image has similar partners in its batch (1: plain shuffle)",
+    )
     parser.add_argument("--no-weighting", dest="weighting", action="store_false", help="ablation: all pairs weigh 1")
     parser.add_argument("--no-continuation", dest="continuation", action="store_false", help="ablation: fixed beta (see --fixed-beta)")
     parser.add_argument("--fixed-beta", type=float, help=f"ablation: constant beta (implies --no-continuation; default {defaults['fixed_beta']})")

@@ -44,6 +44,7 @@ class TrainConfig:
     augment: bool = True  # random resized crop + flip; frozen mode and cached activations train without
     freeze_stages: int = 0  # finetune: backbone stages (stem, blocks, head) kept fixed
     cache_activations: bool = False  # finetune: cache the frozen stages' outputs (needs augment off)
+    per_class: int = 1  # batches from runs of this many images of one class (model.batch_order); 1: plain shuffle
     weighting: bool = True  # class-balance pair weights (off: the "no weighting" ablation)
     continuation: bool = True  # beta schedule (off: fixed beta, the "no continuation" ablation)
     fixed_beta: float = 1.0
@@ -69,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.cache_activations and self.augment and self.mode == FINETUNE:
             raise ValueError("cached activations are computed once, without augmentation: turn augmentation off")
+        if not 1 <= self.per_class <= self.batch_size:
+            raise ValueError(f"per_class must be between 1 and the batch size ({self.batch_size}), got {self.per_class}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("need epochs >= 1 and batch_size >= 2 (the loss compares pairs)")
 

@@ -120,6 +120,17 @@ def test_finetune_with_frozen_cached_stages_trains_only_the_rest(tiny_grocery, c
     assert not torch.equal(initial["_blocks.11._project_conv.weight"], tuned["_blocks.11._project_conv.weight"])
 
 
+def test_finetune_with_batches_grouped_by_class(tiny_grocery, cache_dir, tmp_path):
+    config = _config(tmp_path, cache_dir, mode="finetune", epochs=1, per_class=4, evaluate=False)
+    result = run_training(config, tiny_grocery)
+    history = read_history(config.out)
+    assert len(history) == 48 // 16 and all(np.isfinite(r["loss"]) for r in history)
+    initial = create_backbone("efficientnet_lite0", input_size=IMAGE_SIZE).state_dict()
+    tuned = Encoder.from_checkpoint(result.checkpoint, device="cpu")._model.backbone.state_dict()
+    assert not torch.equal(initial["_blocks.0._depthwise_conv.weight"], tuned["_blocks.0._depthwise_conv.weight"])
+    assert read_metadata(result.checkpoint)["training"]["per_class"] == 4
+
+
 def test_resume_continues_exactly(tiny_grocery, cache_dir, tmp_path):
     straight = run_training(_config(tmp_path / "a", cache_dir, epochs=4, lr_schedule="constant", evaluate=False), tiny_grocery)
     interrupted = _config(tmp_path / "b", cache_dir, epochs=2, lr_schedule="constant", evaluate=False)
@@ -139,6 +150,14 @@ def test_cli_ablation_flags_select_the_parts(tmp_path):
     assert config.activation() is sign_straight_through
     default = config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path)]))
     assert default.beta_schedule().beta_at(400) > 1 and default.weighting and not default.sign_train
+    assert default.per_class == 1
+
+
+def test_cli_groups_batches_by_class(tmp_path):
+    args = build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), "--per-class", "4"])
+    assert config_from_args(args).per_class == 4
+    with pytest.raises(ValueError, match="per_class"):
+        config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), "--per-class", "100"]))
 
 
 def test_cli_trains_from_a_list_file(tiny_grocery, cache_dir, tmp_path, capsys):
