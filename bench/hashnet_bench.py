@@ -30,12 +30,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.report import cpu_model, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BACKBONE = "efficientnet_lite0"
+BACKBONE_NAMES = {DEFAULT_BACKBONE: "EfficientNet-Lite0", "efficientnet_lite2": "EfficientNet-Lite2"}
 RUNS = Path("runs")
 EVAL_CACHE = RUNS / "eval-cache"
 RESULTS = ROOT / "bench" / "results"
@@ -48,16 +49,27 @@ NICE = ["nice", "-n", "19"]
 # blocks 8-15, the 1x1 head conv and the hash layer train (see the report for why).
 CIFAR_FINETUNE = ["--mode", "finetune", "--image-size", "128", "--freeze-stages", "9", "--cache-activations",
                   "--epochs", "12", "--lr", "3e-4", "--beta-step", "100", "--beta-gamma", "0.05", "--eval-db-limit", "3000"]
-# CIFAR-10 end to end with nothing frozen, as the paper trains: every stage of Lite0 with random resized crops and
-# flips (so no activation cache), 20 epochs of 78 batches of 64; the hash layer always gets 10x the rate.
-# Row prefix -> (learning rate, input size).
-CIFAR_END_TO_END = {"c10-e2e": ("1e-4", 128), "c10-e2e-lr3e-4": ("3e-4", 128), "c10-e2e-lr1e-3": ("1e-3", 128),
-                    "c10-e2e160-lr1e-3": ("1e-3", 160)}
 
 
-def cifar_end_to_end(lr: str, image_size: int) -> list[str]:
-    return ["--mode", "finetune", "--image-size", str(image_size), "--epochs", "20", "--lr", lr, "--beta-step", "100",
-            "--beta-gamma", "0.05", "--eval-db-limit", "3000"]
+class EndToEnd(NamedTuple):
+    """CIFAR-10 end to end with nothing frozen, as the paper trains: every stage with random resized crops and flips
+    (so no activation cache), epochs of 78 batches of 64; the hash layer always gets 10x the rate."""
+
+    lr: str
+    image_size: int = 128
+    backbone: str = DEFAULT_BACKBONE
+    epochs: int = 20
+
+
+CIFAR_END_TO_END = {"c10-e2e": EndToEnd("1e-4"), "c10-e2e-lr3e-4": EndToEnd("3e-4"), "c10-e2e-lr1e-3": EndToEnd("1e-3"),
+                    "c10-e2e160-lr1e-3": EndToEnd("1e-3", 160),
+                    "c10-lite2-e2e-lr1e-3": EndToEnd("1e-3", backbone="efficientnet_lite2"),
+                    "c10-e2e40-lr1e-3": EndToEnd("1e-3", epochs=40)}  # row prefix -> recipe
+
+
+def cifar_end_to_end(recipe: EndToEnd) -> list[str]:
+    return ["--mode", "finetune", "--image-size", str(recipe.image_size), "--epochs", str(recipe.epochs), "--lr", recipe.lr,
+            "--beta-step", "100", "--beta-gamma", "0.05", "--eval-db-limit", "3000"]
 
 
 # The first recipe at Lite0's native 224 px (blocks 8-15 then see 14 x 14 maps instead of 8 x 8).
@@ -71,8 +83,11 @@ GROCERY_FINETUNE = ["--mode", "finetune", "--image-size", "160", "--freeze-stage
                     "--epochs", "10", "--lr", "3e-4", "--beta-step", "40", "--beta-gamma", "0.1"]
 GROCERY_FINETUNE_224 = ["--mode", "finetune", "--image-size", "224", "--freeze-stages", "9", "--cache-activations",
                         "--epochs", "30", "--lr", "3e-4", "--beta-step", "100", "--beta-gamma", "0.05"]
-# Grocery end to end with nothing frozen, augmented, at 192 px (12 epochs of 41 batches, beta every 40 steps).
-GROCERY_END_TO_END = {"grocery-e2e-64": "1e-4", "grocery-e2e-lr1e-3-64": "1e-3"}  # row id -> learning rate
+# Grocery end to end with nothing frozen, augmented, at 192 px (12 epochs of 41 batches, beta every 40 steps);
+# per class > 1 builds the batches from runs of that many images of one class (81 classes leave a shuffled
+# batch of 64 with about 0.8 similar partners an image).
+GROCERY_END_TO_END = {"grocery-e2e-64": ("1e-4", 1), "grocery-e2e-lr1e-3-64": ("1e-3", 1),
+                      "grocery-e2e-pk4-64": ("1e-4", 4)}  # row id -> (learning rate, per class)
 
 
 def grocery_frozen(image_size: int = 224) -> list[str]:
@@ -80,9 +95,10 @@ def grocery_frozen(image_size: int = 224) -> list[str]:
     return ["--mode", "frozen", "--image-size", str(image_size), "--epochs", "1000"]
 
 
-def grocery_end_to_end(lr: str) -> list[str]:
+def grocery_end_to_end(lr: str, per_class: int) -> list[str]:
+    grouping = ["--per-class", str(per_class)] if per_class > 1 else []
     return ["--mode", "finetune", "--image-size", "192", "--epochs", "12", "--lr", lr, "--beta-step", "40",
-            "--beta-gamma", "0.1"]
+            "--beta-gamma", "0.1", *grouping]
 
 
 BASELINES = ["--baselines", "lsh,itq,cosine"]
@@ -143,9 +159,10 @@ def rows() -> list[Row]:
         table.append(Row(f"c10-ft-{bits}", "cifar", "cifar10", bits, CIFAR_FINETUNE, eval_extra=[*CIFAR_EVAL, *extra]))
         table.append(Row(f"c10-frozen-{bits}", "cifar-frozen", "cifar10", bits, CIFAR_FROZEN, eval_extra=CIFAR_EVAL,
                          mode="frozen"))
-    for prefix, (lr, image_size) in CIFAR_END_TO_END.items():
+    for prefix, recipe in CIFAR_END_TO_END.items():
         tsne = ["--tsne", "--run-dir", str(RUNS / "c10-e2e-64")] if prefix == "c10-e2e" else []
-        table.append(Row(f"{prefix}-64", "cifar-extra", "cifar10", 64, cifar_end_to_end(lr, image_size), eval_extra=tsne))
+        table.append(Row(f"{prefix}-64", "cifar-extra", "cifar10", 64, cifar_end_to_end(recipe), eval_extra=tsne,
+                         backbone=recipe.backbone))
     table.append(Row("c10-ft224-64", "cifar-extra", "cifar10", 64, CIFAR_FINETUNE_224, eval_extra=CIFAR_EVAL))
     table.append(Row("grocery-default", "grocery", "grocery", 64, None, checkpoint="model/default/hashnet-lite0-64.safetensors",
                      mode="frozen", note="model/default (as shipped)"))
@@ -153,9 +170,10 @@ def rows() -> list[Row]:
                      note="fine-tuned, 160 px, 10 epochs, blocks 8-15 + head trained"))
     table.append(Row("grocery-ft-64-224", "grocery", "grocery", 64, GROCERY_FINETUNE_224, eval_extra=["--prefix-stages", "9"],
                      note="fine-tuned, 224 px, 30 epochs, blocks 8-15 + head trained"))
-    for row_id, lr in GROCERY_END_TO_END.items():
-        table.append(Row(row_id, "grocery", "grocery", 64, grocery_end_to_end(lr),
-                         note=f"end to end, every stage trained, 192 px, augmented, 12 epochs, learning rate {lr}"))
+    for row_id, (lr, per_class) in GROCERY_END_TO_END.items():
+        grouping = f", batches of {per_class}-image runs of one class" if per_class > 1 else ""
+        table.append(Row(row_id, "grocery", "grocery", 64, grocery_end_to_end(lr, per_class),
+                         note=f"end to end, every stage trained, 192 px, augmented, 12 epochs, learning rate {lr}{grouping}"))
     table.append(Row("grocery-frozen288-64", "grocery", "grocery", 64, grocery_frozen(288), mode="frozen",
                      note="head only (as the default), 288 px"))
     for row_id, image_size in (("grocery-lite2-frozen-64", 260), ("grocery-lite2-frozen320-64", 320),
@@ -359,8 +377,10 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
               "methods do not train the backbone); ITQ (fine-tuned) = fitted on the features of the HashNet checkpoint's "
               "own fine-tuned backbone. Cosine = float features, ranked by cosine (no hashing). HashNet (frozen) = the "
               "hash layer alone on the ImageNet features.", ""]
-    end_to_end = {prefix: f"HashNet end to end: every stage trained, {size} px, random resized crops and flips, 20 "
-                          f"epochs, learning rate {lr} (the hash layer 10x)." for prefix, (lr, size) in CIFAR_END_TO_END.items()}
+    end_to_end = {prefix: f"HashNet end to end on {BACKBONE_NAMES[recipe.backbone]}: every stage trained, "
+                          f"{recipe.image_size} px, random resized crops and flips, {recipe.epochs} epochs, learning rate "
+                          f"{recipe.lr} (the hash layer 10x)."
+                  for prefix, recipe in CIFAR_END_TO_END.items()}
     for prefix, title in (*end_to_end.items(),
                           ("c10-ft", "HashNet with the first stages frozen: stem and blocks 0-7 keep their ImageNet "
                                      "weights (their outputs cached, no augmentation), blocks 8-15, the head "
