@@ -173,7 +173,10 @@ class RedisStore(Store):
                     self._drop_generations([generation])
                 raise
             if switched:
-                older = [int(g) for g in self._client.smembers(self._key("generations")) if int(g) < int(previous)]
+                # Generation numbers are taken before writing, so a lower-seq snapshot with a higher number may
+                # have been current before this one: older than `previous` can include this very generation.
+                older = [int(g) for g in self._client.smembers(self._key("generations"))
+                         if int(g) < int(previous) and int(g) != generation]
                 self._drop_generations(older)
             else:
                 log.info("%s: snapshot at seq %d is not newer than the current one; dropped",
