@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 MAX_ID_BYTES = 512
 MAX_K = 10_000
+# Times a replica reloads the snapshot when the log it would read on from keeps being compacted away.
+LOG_GAP_RELOADS = 5
 
 
 @dataclass(frozen=True)
@@ -312,13 +314,24 @@ class HammingIndex:
             return self.store.read_log(self._seq, timeout)
         except LogGap:
             with self._write_mutex:
-                log.warning("log entries after %d are gone; reloading the index from its store", self._seq)
-                snapshot = self.store.open(self.fingerprint)[1]
-                with self._lock.write():
-                    self._load(snapshot)
-                    if snapshot is None:  # the store lost everything: start over with it
-                        self._seq = 0
+                # Another replica may compact the log again between our loading its snapshot and reading on from it.
+                for _ in range(LOG_GAP_RELOADS - 1):
+                    self._reload_from_store()
+                    try:
+                        return self.store.read_log(self._seq)
+                    except LogGap:
+                        continue
+                self._reload_from_store()
                 return self.store.read_log(self._seq)
+
+    def _reload_from_store(self) -> None:
+        """Replace memory with the store's snapshot, after the log entries beyond ours were compacted away."""
+        log.warning("log entries after %d are gone; reloading the index from its store", self._seq)
+        snapshot = self.store.open(self.fingerprint)[1]
+        with self._lock.write():
+            self._load(snapshot)
+            if snapshot is None:  # the store lost everything: start over with it
+                self._seq = 0
 
     def _catch_up(self, entries: list[tuple[int, Batch]] | None = None) -> None:
         """Apply log entries in order; entries read earlier may already be applied and are skipped."""

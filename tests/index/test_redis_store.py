@@ -150,12 +150,21 @@ def test_replicas_carry_on_across_a_redis_restart(redis_server: RedisServer) -> 
 
 def test_replicas_snapshotting_at_once_agree(redis_url: str, redis_namespace: str) -> None:
     replicas = [replica(redis_url, redis_namespace, snapshot_after_entries=3) for _ in range(3)]
-    writers = [threading.Thread(target=lambda r=r, n=n: [write(r, f"r{n}", 4 * s, 4 * s + 4) for s in range(25)])
-               for n, r in enumerate(replicas)]
+    failures: list[BaseException] = []
+
+    def write_batches(r: HammingIndex, n: int) -> None:
+        try:
+            for s in range(25):
+                write(r, f"r{n}", 4 * s, 4 * s + 4)
+        except BaseException as error:  # a thread's exception would otherwise pass the test unseen
+            failures.append(error)
+
+    writers = [threading.Thread(target=write_batches, args=(r, n)) for n, r in enumerate(replicas)]
     for thread in writers:
         thread.start()
     for thread in writers:
         thread.join()
+    assert failures == []
     for r in replicas:
         r.sync()
     late = replica(redis_url, redis_namespace)
