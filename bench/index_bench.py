@@ -18,7 +18,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import shutil
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.measure import rss_bytes
 from bench.report import cpu_model
 from index import HammingIndex, kernels
 from index.stores.local import LocalStore
@@ -104,11 +104,6 @@ def bench_api(n: int, bits: int, k: int, threads: int) -> dict:
     return {"n": n, "bits": bits, "k": k, "threads": threads,
             "api_single_qps": rate(lambda: index.search(queries[:1], k), 1),
             "api_batch_qps": rate(lambda: index.search(queries, k), 100)}
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 def bench_memory(n: int, bits: int, workdir: Path) -> dict:

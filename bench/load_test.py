@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bench.measure import percentiles, rss_bytes
+
 RESULTS = Path(__file__).resolve().parent / "results"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 IDS_PER_INDEX_CLIENT = 16  # upserted over and over: the index stays this size per client
@@ -63,25 +65,10 @@ class Samples:
     capacity: int = 0
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
 def latency_ms(seconds: list[float]) -> dict[str, float]:
     if not seconds:
         return {}
-    return {name: round(percentile(seconds, q) * 1e3, 1) for name, q in (("p50", 50), ("p95", 95), ("p99", 99))} \
-        | {"max": round(max(seconds) * 1e3, 1)}
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process on this machine, from /proc (no psutil needed)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"process {pid} reports no VmRSS")
+    return {name: round(value * 1e3, 1) for name, value in percentiles(seconds).items()} | {"max": round(max(seconds) * 1e3, 1)}
 
 
 def load_images(folder: Path, count: int) -> list[bytes]:

@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.measure import percentiles
 from bench.report import markdown_table as table
 from bench.service_harness import (
     LOAD_HEAD,
@@ -38,7 +39,6 @@ from bench.service_harness import (
     add_server_env,
     grocery_items,
     multipart,
-    percentiles,
     quiet,
     running_server,
     save_section,

@@ -144,12 +144,6 @@ def running_server(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
         server.close()
 
 
-def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
-    import numpy as np
-
-    return {f"p{p}": float(np.percentile(values, p)) for p in points} if values else {}
-
-
 def save_section(key: str, command: str, markdown: str, data: Any, out: Path = RESULTS) -> None:
     """Store one script's results in service_bench.json and rebuild service_bench.md from all sections."""
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from bench.load_test import rss_bytes
+from bench.measure import rss_bytes
 from tests.reliability.conftest import MAX_INDEX_BYTES
 from tests.reliability.hostile import (
     CHUNK,
