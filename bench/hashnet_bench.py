@@ -357,9 +357,9 @@ def _cifar_by_length(records: dict[str, dict[str, Any]], prefix: str) -> list[st
     if not body:
         return []
     return markdown_table(["bits", "HashNet mAP@all", "HashNet mAP@1000", "HashNet P@H<=2", "HashNet P@1",
-                           "ITQ (pretrained) mAP@all", "ITQ (fine-tuned) mAP@all", "LSH (pretrained) mAP@all",
-                           "HashNet (frozen) mAP@all", "cosine (pretrained)", "cosine (fine-tuned)",
-                           "HashNet - ITQ (pretrained)", "HashNet train time"], body).splitlines()
+                           "ITQ (ImageNet Lite0) mAP@all", "ITQ (fine-tuned) mAP@all", "LSH (ImageNet Lite0) mAP@all",
+                           "HashNet (frozen Lite0) mAP@all", "cosine (ImageNet Lite0)", "cosine (fine-tuned)",
+                           "HashNet - ITQ (ImageNet Lite0)", "HashNet train time"], body).splitlines()
 
 
 def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
@@ -373,10 +373,10 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
     lines += ["## CIFAR-10, by code length", "",
               "Protocol `cifar10`: 1,000 queries, 5,000 training images, 54,000-image database (training images not in it), "
               "split seed 0; relevance = same class; mAP over the whole ranked database (mAP@all) and the top 1,000.",
-              "ITQ/LSH (pretrained) = fitted on the ImageNet Lite0 features at 128 px (the standard comparison: shallow "
-              "methods do not train the backbone); ITQ (fine-tuned) = fitted on the features of the HashNet checkpoint's "
-              "own fine-tuned backbone. Cosine = float features, ranked by cosine (no hashing). HashNet (frozen) = the "
-              "hash layer alone on the ImageNet features.", ""]
+              "ITQ/LSH (ImageNet Lite0) = fitted on the ImageNet Lite0 features at 128 px (the standard comparison: shallow "
+              "methods do not train the backbone), the same columns beside every backbone; ITQ (fine-tuned) = fitted on "
+              "the features of the HashNet checkpoint's own fine-tuned backbone. Cosine = float features, ranked by cosine "
+              "(no hashing). HashNet (frozen Lite0) = the hash layer alone on the ImageNet Lite0 features.", ""]
     end_to_end = {prefix: f"HashNet end to end on {BACKBONE_NAMES[recipe.backbone]}: every stage trained, "
                           f"{recipe.image_size} px, random resized crops and flips, {recipe.epochs} epochs, learning rate "
                           f"{recipe.lr} (the hash layer 10x)."
@@ -488,21 +488,19 @@ def copy_figures() -> None:
             shutil.copyfile(source / name, FIGURES / target)
 
 
-def _previous_records() -> dict[str, dict[str, Any]]:
-    previous = _read_json(RESULTS / "hashnet.json")
-    return previous["rows"] if previous else {}
-
-
 def collect(selected: list[Row]) -> None:
     """Tables from runs/; a row whose run directory is not here (a fresh checkout) keeps its published record.
 
-    A kept record keeps the commands it was measured with; only its descriptive note follows the code.
+    A kept record keeps the commands it was measured with; only its descriptive note follows the code. The
+    machine section describes this machine only when some row was measured here.
     """
     copy_figures()
-    previous = _previous_records()
-    records = {row.id: collect_row(row) if (ROOT / row.run_dir).is_dir() or row.id not in previous
-               else {**previous[row.id], "note": row.note} for row in selected}
-    host = machine()
+    published = _read_json(RESULTS / "hashnet.json") or {"rows": {}}
+    previous = published["rows"]
+    measured_here = [row for row in selected if (ROOT / row.run_dir).is_dir() or row.id not in previous]
+    records = {row.id: collect_row(row) if row in measured_here else {**previous[row.id], "note": row.note}
+               for row in selected}
+    host = machine() if any((ROOT / row.run_dir).is_dir() for row in measured_here) else published["machine"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "hashnet.json").write_text(json.dumps({"machine": host, "rows": records}, indent=2) + "\n")
     (RESULTS / "hashnet.md").write_text(markdown(records, host))
