@@ -227,13 +227,77 @@ static AVX2 void scan_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t
     for (; i < r1; i++) consider(hamming(db + 2 * i, q, 2), i, hd, hr, k, dead);
 }
 
-static int use_avx2 = 0;
+
+/*
+ * AVX-512 versions (VPOPCNTDQ: a popcount instruction per 64-bit lane), where
+ * the CPU has it: sixteen rows a step, one mask test per step.
+ */
+#define AVX512 __attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
+
+static AVX512 void scan_rows_w1_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1,
+                                       const uint64_t *q, int32_t *hd, int64_t *hr,
+                                       Py_ssize_t k, const uint8_t *dead) {
+    const __m512i qv = _mm512_set1_epi64((long long)q[0]);
+    __m512i worst = _mm512_set1_epi64(hd[0]);
+    int64_t d[16];
+    Py_ssize_t i = r0;
+    for (; i + 16 <= r1; i += 16) {
+        _mm_prefetch((const char *)(db + i + 128), _MM_HINT_T0);
+        _mm_prefetch((const char *)(db + i + 136), _MM_HINT_T0);
+        __m512i a = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + i), qv));
+        __m512i b = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + i + 8), qv));
+        if (_mm512_cmplt_epi64_mask(a, worst) | _mm512_cmplt_epi64_mask(b, worst)) {
+            _mm512_storeu_si512(d, a);
+            _mm512_storeu_si512(d + 8, b);
+            for (int j = 0; j < 16; j++) consider((int32_t)d[j], i + j, hd, hr, k, dead);
+            worst = _mm512_set1_epi64(hd[0]);
+        }
+    }
+    for (; i < r1; i++) consider(__builtin_popcountll(db[i] ^ q[0]), i, hd, hr, k, dead);
+}
+
+static AVX512 void scan_rows_w2_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1,
+                                       const uint64_t *q, int32_t *hd, int64_t *hr,
+                                       Py_ssize_t k, const uint8_t *dead) {
+    const __m512i qv = _mm512_set_epi64((long long)q[1], (long long)q[0], (long long)q[1], (long long)q[0],
+                                        (long long)q[1], (long long)q[0], (long long)q[1], (long long)q[0]);
+    __m512i worst = _mm512_set1_epi64(hd[0]);
+    int64_t d[16];
+    Py_ssize_t i = r0;
+    for (; i + 16 <= r1; i += 16) {
+        const uint64_t *p = db + 2 * i;
+        _mm_prefetch((const char *)(p + 256), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + 264), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + 272), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + 280), _MM_HINT_T0);
+        /* each vector holds four rows of two words; lane counts are per word */
+        __m512i a = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p), qv));
+        __m512i b = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 8), qv));
+        __m512i c = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 16), qv));
+        __m512i e = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 24), qv));
+        /* rows (0, 4, 1, 5, 2, 6, 3, 7) and (8, 12, 9, 13, 10, 14, 11, 15) */
+        __m512i ab = _mm512_add_epi64(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+        __m512i ce = _mm512_add_epi64(_mm512_unpacklo_epi64(c, e), _mm512_unpackhi_epi64(c, e));
+        if (_mm512_cmplt_epi64_mask(ab, worst) | _mm512_cmplt_epi64_mask(ce, worst)) {
+            static const int order[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
+            _mm512_storeu_si512(d, ab);
+            _mm512_storeu_si512(d + 8, ce);
+            for (int j = 0; j < 16; j++) consider((int32_t)d[j], i + order[j], hd, hr, k, dead);
+            worst = _mm512_set1_epi64(hd[0]);
+        }
+    }
+    for (; i < r1; i++) consider(hamming(db + 2 * i, q, 2), i, hd, hr, k, dead);
+}
+
+static int use_avx2 = 0, use_avx512 = 0;
 #endif
 
 static HOT void scan_block(const uint64_t *db, Py_ssize_t w, Py_ssize_t r0, Py_ssize_t r1,
                            const uint64_t *q, int32_t *hd, int64_t *hr, Py_ssize_t k,
                            const uint8_t *dead) {
 #ifdef HAVE_AVX2_PATH
+    if (use_avx512 && w == 1) return scan_rows_w1_avx512(db, r0, r1, q, hd, hr, k, dead);
+    if (use_avx512 && w == 2) return scan_rows_w2_avx512(db, r0, r1, q, hd, hr, k, dead);
     if (use_avx2 && w == 1) return scan_rows_w1_avx2(db, r0, r1, q, hd, hr, k, dead);
     if (use_avx2 && w == 2) return scan_rows_w2_avx2(db, r0, r1, q, hd, hr, k, dead);
 #endif
@@ -600,10 +664,15 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     if (!m) return NULL;
     const char *path = "scalar";
 #ifdef HAVE_AVX2_PATH
+    /* HAMMING_KERNEL=scalar|avx2 caps the path (tests check each one on any CPU that has it). */
+    const char *cap = getenv("HAMMING_KERNEL");
+    int allow_avx2 = cap == NULL || strcmp(cap, "avx2") == 0 || strcmp(cap, "avx512") == 0;
+    int allow_avx512 = cap == NULL || strcmp(cap, "avx512") == 0;
     __builtin_cpu_init();
-    use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") &&
-               getenv("HAMMING_KERNEL_SCALAR") == NULL;
+    use_avx2 = allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    use_avx512 = allow_avx512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
     if (use_avx2) path = "avx2";
+    if (use_avx512) path = "avx512";
 #endif
     if (PyModule_AddStringConstant(m, "simd", path) < 0) {
         Py_DECREF(m);

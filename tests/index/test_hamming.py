@@ -6,7 +6,12 @@ index must return exactly its ids and distances, ties in that order.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -287,30 +292,39 @@ def test_concurrent_searches_and_writers() -> None:
             {i for i, d in expected if d < expected[-1][1]}
 
 
-def test_scalar_kernel_agrees_with_faiss() -> None:
-    """The portable path (CPUs without AVX2) is checked in a subprocess that forces it."""
-    import os
-    import subprocess
-    import sys
-    import textwrap
+def _cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
 
-    script = textwrap.dedent("""
+
+# The kernel path each HAMMING_KERNEL cap selects, and the CPU flags it needs.
+KERNEL_PATHS = {"scalar": set(), "avx2": {"avx2", "popcnt"}, "avx512": {"avx512f", "avx512_vpopcntdq"}}
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_every_kernel_path_agrees_with_faiss(path: str) -> None:
+    """Each path the CPU has, forced in a subprocess; lengths around 64 and 128 bits cover the SIMD scans and their tails."""
+    if not KERNEL_PATHS[path] <= _cpu_flags():
+        pytest.skip(f"this CPU lacks {', '.join(sorted(KERNEL_PATHS[path] - _cpu_flags()))} for the {path} kernel")
+    script = textwrap.dedent(f"""
         import faiss, numpy as np
         from index import HammingIndex, kernels
-        assert kernels.SIMD == "scalar", kernels.SIMD
+        assert kernels.SIMD == {path!r}, kernels.SIMD
         rng = np.random.default_rng(0)
         for bits in (16, 64, 128, 200):
             centres = rng.integers(0, 256, size=(3, bits // 8), dtype=np.uint8)
-            packed = centres[rng.integers(0, 3, 3000)] ^ (rng.random((3000, bits // 8)) < 0.05).astype(np.uint8)
+            packed = centres[rng.integers(0, 3, 3007)] ^ (rng.random((3007, bits // 8)) < 0.05).astype(np.uint8)
             index = HammingIndex(bits, "t")
-            index.upsert([str(i) for i in range(3000)], packed)
+            index.upsert([str(i) for i in range(3007)], packed)
             flat = faiss.IndexBinaryFlat(bits)
             flat.add(packed)
-            d, i = flat.search(packed[:7], 50)
-            got = index.search(packed[:7], 50)
-            assert np.array_equal(got.distances, d) and np.array_equal(got.ids.astype(np.int64), i), bits
+            for k in (1, 50):
+                d, i = flat.search(packed[:7], k)
+                got = index.search(packed[:7], k)
+                assert np.array_equal(got.distances, d) and np.array_equal(got.ids.astype(np.int64), i), (bits, k)
         print("ok")
     """)
-    env = {**os.environ, "HAMMING_KERNEL_SCALAR": "1"}
+    env = {**os.environ, "HAMMING_KERNEL": path}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
