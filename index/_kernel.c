@@ -663,9 +663,15 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     const char *path = "scalar";
-#ifdef HAVE_AVX2_PATH
-    /* HAMMING_KERNEL=scalar|avx2 caps the path (tests check each one on any CPU that has it). */
+    /* HAMMING_KERNEL=scalar|avx2|avx512 caps the path (tests check each one on any CPU that has it);
+     * a misspelt cap must not quietly run the slowest scan. */
     const char *cap = getenv("HAMMING_KERNEL");
+    if (cap != NULL && strcmp(cap, "scalar") != 0 && strcmp(cap, "avx2") != 0 && strcmp(cap, "avx512") != 0) {
+        Py_DECREF(m);
+        PyErr_Format(PyExc_ImportError, "HAMMING_KERNEL=%s: expected scalar, avx2 or avx512 (or unset for the best the CPU has)", cap);
+        return NULL;
+    }
+#ifdef HAVE_AVX2_PATH
     int allow_avx2 = cap == NULL || strcmp(cap, "avx2") == 0 || strcmp(cap, "avx512") == 0;
     int allow_avx512 = cap == NULL || strcmp(cap, "avx512") == 0;
     __builtin_cpu_init();

@@ -328,3 +328,9 @@ def test_every_kernel_path_agrees_with_faiss(path: str) -> None:
     env = {**os.environ, "HAMMING_KERNEL": path}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_misspelt_kernel_cap_fails_the_import() -> None:
+    env = {**os.environ, "HAMMING_KERNEL": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", "import index"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "HAMMING_KERNEL=AVX2: expected scalar, avx2 or avx512" in out.stderr, out.stderr
