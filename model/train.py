@@ -41,8 +41,9 @@ from tqdm import tqdm
 
 from model.backbones import create_backbone
 from model.batch_order import epoch_order
-from model.checkpoint import FULL, HEAD_ONLY, save_checkpoint
+from model.checkpoint import FULL, HEAD_ONLY, load_checkpoint, save_checkpoint
 from model.codes import codes_from_logits
+from model.cpu_memory import keep_freed_memory
 from model.data import DataSplits, ImageDataset, LabelledImages, load_splits
 from model.encoder import default_device, inference_batch_size
 from model.feature_cache import cached_outputs, prefix_name
@@ -70,7 +71,7 @@ class TrainResult:
 class _SplitModel:
     """The HashNet cut into a fixed prefix of backbone stages and the trained rest."""
 
-    def __init__(self, model: HashNet, frozen_stages: int) -> None:
+    def __init__(self, model: HashNet, frozen_stages: int, frozen_statistics: bool = False) -> None:
         stages = model.backbone.stages()
         if not 0 <= frozen_stages <= len(stages):
             raise ValueError(f"{model.backbone.name} has {len(stages)} stages; cannot freeze {frozen_stages}")
@@ -78,10 +79,15 @@ class _SplitModel:
         self.frozen = nn.Sequential(*stages[:frozen_stages]).requires_grad_(False)
         self.trained = nn.Sequential(*stages[frozen_stages:])
         self.prefix_name = prefix_name(model.backbone.name, frozen_stages)
+        self.frozen_statistics = frozen_statistics
 
     def train(self) -> None:
         self.model.train()
         self.frozen.eval()  # fixed stages keep their BatchNorm statistics
+        if self.frozen_statistics:
+            for module in self.trained.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def logits(self, prefix_outputs: torch.Tensor) -> torch.Tensor:
         return self.model.hash_layer(self.trained(prefix_outputs))
@@ -117,23 +123,42 @@ class _CachedInputs:
             yield torch.from_numpy(np.array(self.outputs[indices.numpy()])), self.labels[indices]
 
 
+class _EpochBatches:
+    """The batch sampler of a DataLoader that lives for the whole run: the batches of the epoch being run."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 class _ImageInputs:
-    """Batches of images through the frozen prefix, loaded and augmented by DataLoader workers."""
+    """Batches of images through the frozen prefix, loaded and augmented by DataLoader workers.
+
+    The workers are forked once, at the first epoch. Forked again every epoch,
+    they would share the trainer's by then large heap copy-on-write, and every
+    page the trainer reuses (model.cpu_memory keeps them all) would be copied.
+    """
 
     def __init__(self, dataset: ImageDataset, split: _SplitModel, device: str, workers: int) -> None:
-        self.dataset = dataset
         self.split = split
         self.device = device
-        self.workers = workers
+        self.epoch_batches = _EpochBatches()
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.epoch_batches,
+            num_workers=workers,
+            pin_memory=device == "cuda",
+            persistent_workers=workers > 0,
+        )
 
     def batches(self, batch_indices: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(
-            self.dataset,
-            batch_sampler=[indices.tolist() for indices in batch_indices],
-            num_workers=self.workers,
-            pin_memory=self.device == "cuda",
-        )
-        for images, labels in loader:
+        self.epoch_batches.batches = [indices.tolist() for indices in batch_indices]
+        for images, labels in self.loader:
             # Yield outside no_grad: a generator suspended inside it would leave grad mode off for the caller.
             with torch.no_grad():
                 prefix_outputs = self.split.frozen(images.to(self.device, non_blocking=True))
@@ -262,6 +287,19 @@ def _prepare_resume(config: TrainConfig, run_dir: Path) -> bool:
     return True
 
 
+def _start_from_checkpoint(model: HashNet, config: TrainConfig) -> None:
+    """Load a trained checkpoint's weights, so fine-tuning starts from a trained head
+    (a head on frozen features, then the whole network: the backbone's first
+    gradients come from a head that already ranks, not from a random one)."""
+    loaded = load_checkpoint(config.init_from)
+    metadata = loaded.metadata
+    name, bits = metadata["backbone"]["name"], int(metadata["bits"])
+    if (name, bits) != (config.backbone, config.bits):
+        raise ValueError(f"--init-from {config.init_from} holds {name} with {bits} bits; this run trains {config.backbone} with {config.bits} bits")
+    model.load_state_dict(loaded.model.state_dict(), strict=True)
+    log.info("weights from %s (fingerprint %s)", config.init_from, metadata["fingerprint"])
+
+
 def run_training(config: TrainConfig, splits: DataSplits | None = None) -> TrainResult:
     """Train, save the final checkpoint, write the summary; see the module docstring."""
     run_dir = Path(config.out)
@@ -351,8 +389,11 @@ def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> Train
     log.info("data %s: %d train, %d query, %d database images; device %s", config.data, len(splits.train), len(splits.query), len(splits.database), device)
 
     backbone = create_backbone(config.backbone, weights=config.backbone_weights, input_size=config.image_size)
-    model = HashNet(backbone, config.bits).to(device)
-    split = _SplitModel(model, len(backbone.stages()) if config.mode == FROZEN else config.freeze_stages)
+    model = HashNet(backbone, config.bits)
+    if config.init_from and not resuming:
+        _start_from_checkpoint(model, config)
+    model = model.to(device)
+    split = _SplitModel(model, len(backbone.stages()) if config.mode == FROZEN else config.freeze_stages, config.frozen_bn_statistics)
     summary = _train(config, run_dir, split, splits.train, device, resuming)
 
     summary["checkpoint_kind"] = kind = HEAD_ONLY if config.mode == FROZEN and backbone.weights_file is not None else FULL
@@ -394,7 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=defaults["image_size"])
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="no random resized crop / flip")
     parser.add_argument("--freeze-stages", type=int, default=defaults["freeze_stages"], help="finetune: keep the first N backbone stages fixed")
+    parser.add_argument(
+        "--frozen-bn-statistics", action="store_true",
+        help="finetune: BatchNorm layers normalise with their pretrained statistics instead of updating them from the training batches",
+    )
     parser.add_argument("--cache-activations", action="store_true", help="finetune: compute the frozen stages' outputs once (implies --no-augment)")
+    parser.add_argument("--init-from", help="start from this checkpoint's weights (same backbone and bits), e.g. a head trained with --mode frozen")
     parser.add_argument(
         "--per-class", type=int, default=defaults["per_class"],
         help="build batches from runs of this many images of one class, so every image has similar partners in its batch (1: plain shuffle)",
@@ -450,6 +496,7 @@ def main(argv: list[str] | None = None) -> None:
         # All the cores this process may use (not torch's guess from the machine):
         # measured on 2 cores, giving the decoding workers their own cores was slower.
         torch.set_num_threads(len(os.sched_getaffinity(0)))
+        keep_freed_memory()
     result = run_training(config)
     print(json.dumps({key: result.summary[key] for key in ("checkpoint", "fingerprint", "quick_map", "training_seconds") if key in result.summary}, indent=2))
 

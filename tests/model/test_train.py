@@ -131,6 +131,40 @@ def test_finetune_with_batches_grouped_by_class(tiny_grocery, cache_dir, tmp_pat
     assert read_metadata(result.checkpoint)["training"]["per_class"] == 4
 
 
+def test_finetune_starts_from_a_trained_head(tiny_grocery, cache_dir, tmp_path):
+    head = run_training(_config(tmp_path / "head", cache_dir, evaluate=False), tiny_grocery)
+    trained_head = Encoder.from_checkpoint(head.checkpoint, device="cpu")._model.hash_layer.weight
+    # A learning rate too small to move anything: the run ends where it started.
+    config = _config(tmp_path / "tuned", cache_dir, mode="finetune", epochs=1, lr=1e-12, evaluate=False, init_from=str(head.checkpoint))
+    tuned = run_training(config, tiny_grocery)
+    assert torch.allclose(Encoder.from_checkpoint(tuned.checkpoint, device="cpu")._model.hash_layer.weight, trained_head, atol=1e-6)
+    assert read_metadata(tuned.checkpoint)["training"]["init_from"] == str(head.checkpoint)
+    fresh = run_training(replace(config, out=str(tmp_path / "fresh"), init_from=None), tiny_grocery)
+    assert not torch.allclose(Encoder.from_checkpoint(fresh.checkpoint, device="cpu")._model.hash_layer.weight, trained_head, atol=1e-3)
+    with pytest.raises(ValueError, match="with 64 bits; this run trains efficientnet_lite0 with 32 bits"):
+        run_training(replace(config, out=str(tmp_path / "wrong"), bits=32), tiny_grocery)
+
+
+def test_frozen_bn_statistics_stay_put_while_the_weights_train(tiny_grocery, cache_dir, tmp_path):
+    config = _config(tmp_path, cache_dir, mode="finetune", epochs=1, evaluate=False, frozen_bn_statistics=True)
+    initial = create_backbone("efficientnet_lite0", input_size=IMAGE_SIZE).state_dict()
+    tuned = Encoder.from_checkpoint(run_training(config, tiny_grocery).checkpoint, device="cpu")._model.backbone.state_dict()
+    statistics = [key for key in initial if key.endswith(("running_mean", "running_var"))]
+    assert statistics and all(torch.equal(initial[key], tuned[key]) for key in statistics)
+    assert not torch.equal(initial["_blocks.0._depthwise_conv.weight"], tuned["_blocks.0._depthwise_conv.weight"])
+    updating = run_training(replace(config, out=str(tmp_path / "updating"), frozen_bn_statistics=False), tiny_grocery)
+    moved = Encoder.from_checkpoint(updating.checkpoint, device="cpu")._model.backbone.state_dict()
+    assert not all(torch.equal(initial[key], moved[key]) for key in statistics)
+
+
+def test_loader_workers_live_for_the_run_and_serve_every_epoch(tiny_grocery, cache_dir, tmp_path):
+    in_process = _config(tmp_path / "a", cache_dir, mode="finetune", epochs=2, augment=False, evaluate=False)
+    run_training(in_process, tiny_grocery)
+    run_training(_config(tmp_path / "b", cache_dir, mode="finetune", epochs=2, augment=False, evaluate=False, workers=2), tiny_grocery)
+    losses = [[r["loss"] for r in read_history(tmp_path / name / "run")] for name in ("a", "b")]
+    assert len(losses[0]) == 2 * 3 and losses[1] == pytest.approx(losses[0])
+
+
 def test_resume_continues_exactly(tiny_grocery, cache_dir, tmp_path):
     straight = run_training(_config(tmp_path / "a", cache_dir, epochs=4, lr_schedule="constant", evaluate=False), tiny_grocery)
     interrupted = _config(tmp_path / "b", cache_dir, epochs=2, lr_schedule="constant", evaluate=False)
