@@ -100,6 +100,13 @@ def grocery_end_to_end(lr: str, per_class: int) -> list[str]:
     return ["--mode", "finetune", "--image-size", "192", "--epochs", "12", "--lr", lr, "--beta-step", "40",
             "--beta-gamma", "0.1", *grouping]
 
+# Grocery from the default's trained head (a linear probe, then fine-tuning): every stage at the default's 224 px,
+# augmented, 8 epochs of 41 batches of 4-image runs of one class; BatchNorm statistics updated from the training
+# batches, or kept (row id -> (learning rate, kept)).
+GROCERY_FROM_HEAD = ["--mode", "finetune", "--image-size", "224", "--epochs", "8", "--per-class", "4",
+                     "--init-from", "model/default", "--beta-step", "50", "--beta-gamma", "0.15"]
+GROCERY_FROM_HEAD_ROWS = {"grocery-lpft-64": ("3e-5", False), "grocery-lpft-fbn-64": ("3e-5", True),
+                          "grocery-lpft-fbn-lr1e-4-64": ("1e-4", True)}
 
 BASELINES = ["--baselines", "lsh,itq,cosine"]
 # The first 9 stages are the ImageNet weights in every CIFAR-10 checkpoint here (fine-tuned with them frozen, or
@@ -174,6 +181,11 @@ def rows() -> list[Row]:
         grouping = f", batches of {per_class}-image runs of one class" if per_class > 1 else ""
         table.append(Row(row_id, "grocery", "grocery", 64, grocery_end_to_end(lr, per_class),
                          note=f"end to end, every stage trained, 192 px, augmented, 12 epochs, learning rate {lr}{grouping}"))
+    for row_id, (lr, kept) in GROCERY_FROM_HEAD_ROWS.items():
+        table.append(Row(row_id, "grocery", "grocery", 64,
+                         [*GROCERY_FROM_HEAD, "--lr", lr, *(["--frozen-bn-statistics"] if kept else [])],
+                         note=f"from model/default's head, end to end, 224 px, augmented, 8 epochs, learning rate {lr}, "
+                              f"BatchNorm statistics {'kept' if kept else 'updated'}"))
     table.append(Row("grocery-frozen288-64", "grocery", "grocery", 64, grocery_frozen(288), mode="frozen",
                      note="head only (as the default), 288 px"))
     for row_id, image_size in (("grocery-lite2-frozen-64", 260), ("grocery-lite2-frozen320-64", 320),

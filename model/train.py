@@ -16,6 +16,9 @@ Examples:
   python -m model.train --data grocery --mode frozen --bits 64 --out runs/grocery-frozen-64
   python -m model.train --data cifar10 --mode finetune --bits 64 --epochs 20 --out runs/cifar10-ft-64
   python -m model.train --data cifar10 --out runs/cifar10-ft-64 --resume   # continue after an interruption
+  # fine-tune the whole network from a trained head, BatchNorm keeping its pretrained statistics
+  python -m model.train --data grocery --mode finetune --image-size 224 --epochs 8 --lr 3e-5 --per-class 4 \
+      --init-from model/default --frozen-bn-statistics --out runs/grocery-lpft-64
 
 The default checkpoint in model/default/ comes from the command in
 model/default/README.md.
