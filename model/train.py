@@ -290,10 +290,11 @@ def _prepare_resume(config: TrainConfig, run_dir: Path) -> bool:
     return True
 
 
-def _start_from_checkpoint(model: HashNet, config: TrainConfig) -> None:
+def _start_from_checkpoint(model: HashNet, config: TrainConfig) -> str:
     """Load a trained checkpoint's weights, so fine-tuning starts from a trained head
     (a head on frozen features, then the whole network: the backbone's first
-    gradients come from a head that already ranks, not from a random one)."""
+    gradients come from a head that already ranks, not from a random one).
+    Returns the checkpoint's kind: a full one's backbone is no longer the pretrained file's."""
     loaded = load_checkpoint(config.init_from)
     metadata = loaded.metadata
     name, bits = metadata["backbone"]["name"], int(metadata["bits"])
@@ -301,6 +302,7 @@ def _start_from_checkpoint(model: HashNet, config: TrainConfig) -> None:
         raise ValueError(f"--init-from {config.init_from} holds {name} with {bits} bits; this run trains {config.backbone} with {config.bits} bits")
     model.load_state_dict(loaded.model.state_dict(), strict=True)
     log.info("weights from %s (fingerprint %s)", config.init_from, metadata["fingerprint"])
+    return metadata["kind"]
 
 
 def run_training(config: TrainConfig, splits: DataSplits | None = None) -> TrainResult:
@@ -393,13 +395,14 @@ def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> Train
 
     backbone = create_backbone(config.backbone, weights=config.backbone_weights, input_size=config.image_size)
     model = HashNet(backbone, config.bits)
-    if config.init_from and not resuming:
-        _start_from_checkpoint(model, config)
+    # Also when resuming: the saved state holds only the trained stages, not a frozen prefix loaded here.
+    backbone_as_pretrained = _start_from_checkpoint(model, config) == HEAD_ONLY if config.init_from else True
     model = model.to(device)
     split = _SplitModel(model, len(backbone.stages()) if config.mode == FROZEN else config.freeze_stages, config.frozen_bn_statistics)
     summary = _train(config, run_dir, split, splits.train, device, resuming)
 
-    summary["checkpoint_kind"] = kind = HEAD_ONLY if config.mode == FROZEN and backbone.weights_file is not None else FULL
+    head_only = config.mode == FROZEN and backbone.weights_file is not None and backbone_as_pretrained
+    summary["checkpoint_kind"] = kind = HEAD_ONLY if head_only else FULL
     metrics = {}
     if config.evaluate and len(splits.query) and len(splits.database):
         summary["quick_map"] = quick_map(split, config, splits, device)

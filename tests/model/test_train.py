@@ -145,6 +145,14 @@ def test_finetune_starts_from_a_trained_head(tiny_grocery, cache_dir, tmp_path):
         run_training(replace(config, out=str(tmp_path / "wrong"), bits=32), tiny_grocery)
 
 
+def test_a_head_trained_on_a_fine_tuned_backbone_keeps_that_backbone(tiny_grocery, cache_dir, tmp_path):
+    tuned = run_training(_config(tmp_path / "tuned", cache_dir, mode="finetune", epochs=1, evaluate=False), tiny_grocery)
+    head = run_training(_config(tmp_path / "head", cache_dir, epochs=1, evaluate=False, init_from=str(tuned.checkpoint)), tiny_grocery)
+    assert read_metadata(head.checkpoint)["kind"] == FULL
+    saved, started = (Encoder.from_checkpoint(r.checkpoint, device="cpu")._model.backbone.state_dict() for r in (head, tuned))
+    assert all(torch.equal(saved[key], started[key]) for key in started)
+
+
 def test_frozen_bn_statistics_stay_put_while_the_weights_train(tiny_grocery, cache_dir, tmp_path):
     config = _config(tmp_path, cache_dir, mode="finetune", epochs=1, evaluate=False, frozen_bn_statistics=True)
     initial = create_backbone("efficientnet_lite0", input_size=IMAGE_SIZE).state_dict()
