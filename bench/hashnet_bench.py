@@ -130,12 +130,13 @@ class FromHead:
 
 # Lite2 at 320 px costs about 3.4x Lite0 at 224 px a step; batches of 32 keep its activations in memory, and the
 # learning rate halves with the batch.
+LITE2_HEAD = dict(start="runs/grocery-lite2-frozen320-64", start_name="the Lite2 320-px head (grocery-lite2-frozen320-64)",
+                  backbone="efficientnet_lite2", image_size=320, batch_size=32)
 GROCERY_FROM_HEAD_ROWS = {
     "grocery-lpft-64": FromHead("3e-5", False), "grocery-lpft-fbn-64": FromHead("3e-5", True),
     "grocery-lpft-fbn-lr1e-4-64": FromHead("1e-4", True),
-    "grocery-lite2-lpft-fbn-64": FromHead("5e-5", True, start="runs/grocery-lite2-frozen320-64",
-                                          start_name="the Lite2 320-px head (grocery-lite2-frozen320-64)",
-                                          backbone="efficientnet_lite2", image_size=320, epochs=6, batch_size=32),
+    "grocery-lite2-lpft-fbn-64": FromHead("5e-5", True, **LITE2_HEAD, epochs=6),
+    "grocery-lite2-lpft-fbn-e10-64": FromHead("5e-5", True, **LITE2_HEAD, epochs=10),
 }
 
 BASELINES = ["--baselines", "lsh,itq,cosine"]
@@ -239,7 +240,7 @@ def rows() -> list[Row]:
 
 
 def _run_logged(command: list[str], log_path: Path) -> dict[str, Any]:
-    """Run one job, its output into log_path; wall time and the machine's load around it."""
+    """Run one job, its output into log_path; wall time, the CPU it ran on and the machine's load around it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print("$", shlex.join(command), flush=True)
     load_before = os.getloadavg()
@@ -249,7 +250,7 @@ def _run_logged(command: list[str], log_path: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"command failed ({result.returncode}); see {log_path}")
-    return {"wall_seconds": seconds, "load_before": load_before, "load_after": os.getloadavg()}
+    return {"wall_seconds": seconds, "load_before": load_before, "load_after": os.getloadavg(), "cpu": cpu_model()}
 
 
 def linear_probe(row: Row) -> dict[str, Any]:
@@ -348,6 +349,8 @@ def collect_row(row: Row) -> dict[str, Any]:
         probe = _read_json(ROOT / row.eval_dir / "probe.json")
         if probe is not None:
             record["eval"]["probe"] = probe
+    drivers = [record.get(stage, {}).get("driver", {}) for stage in ("train", "eval")]
+    record["cpu"] = next((driver["cpu"] for driver in drivers if "cpu" in driver), cpu_model())
     return record
 
 
@@ -407,7 +410,8 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
     get = records.get
     lines = ["# HashNet results", "",
              "Produced by `python -m bench.hashnet_bench` (`--collect` rebuilds this file from runs/); "
-             "every figure comes from a run on the machine below. EfficientNet-Lite0 backbone (ImageNet weights) "
+             "every figure comes from a run on the CPU its row names in the times table. EfficientNet-Lite0 backbone "
+             "(ImageNet weights) "
              "unless a row names another.",
              ""]
 
@@ -477,7 +481,7 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
                          _f(_metric(record, "hashnet", "P@1"))])
     lines += markdown_table(["data", "mode", "variant", "mAP@all", "vs full", "mAP@1000", "P@H<=2", "P@1"], body).splitlines()
 
-    lines += ["", "## Times on this CPU", "",
+    lines += ["", "## Times", "",
               "Wall-clock time of training (the optimisation loop, as the trainer measures it) and of the whole "
               "evaluation command (encoding every image, baselines, metrics, figures); CPU = the trainer process's CPU "
               "seconds (both threads). ms/image/step = training wall time / (steps x batch). Jobs ran under nice 19 while "
@@ -493,11 +497,11 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
                      str(train.get("batch_size") or "-"), _minutes(train.get("training_seconds")),
                      _minutes(train.get("training_cpu_seconds")), _f(train.get("ms_per_image_step"), 1),
                      _minutes(train.get("total_seconds")), _minutes(driver_eval.get("wall_seconds")),
-                     _load(driver_train), _load(driver_eval)])
+                     _load(driver_train), _load(driver_eval), record.get("cpu") or "-"])
     lines += markdown_table(["run", "mode", "epochs", "steps", "batch", "train wall", "train CPU", "ms/image/step",
-                     "train command total", "eval wall", "load (train)", "load (eval)"], body).splitlines()
+                     "train command total", "eval wall", "load (train)", "load (eval)", "CPU"], body).splitlines()
 
-    lines += ["", "## Machine", "", f"- CPU: {host['cpu']}, {host['cores']} cores; {host['memory_gib']} GiB; GPU: {host['gpu']}",
+    lines += ["", "## Machine", "", f"- {host['cores']} cores; {host['memory_gib']} GiB; GPU: {host['gpu']}",
               f"- Python {host['python']}, torch {host['torch']}", "",
               "## Commands", ""]
     for record in records.values():
@@ -532,14 +536,16 @@ def copy_figures() -> None:
 def collect(selected: list[Row]) -> None:
     """Tables from runs/; a row whose run directory is not here (a fresh checkout) keeps its published record.
 
-    A kept record keeps the commands it was measured with; only its descriptive note follows the code. The
-    machine section describes this machine only when some row was measured here.
+    A kept record keeps the commands and the CPU it was measured with; only its descriptive note follows the
+    code. The machine section describes this machine only when some row was measured here.
     """
     copy_figures()
     published = _read_json(RESULTS / "hashnet.json") or {"rows": {}}
     previous = published["rows"]
     measured_here = [row for row in selected if (ROOT / row.run_dir).is_dir() or row.id not in previous]
-    records = {row.id: collect_row(row) if row in measured_here else {**previous[row.id], "note": row.note}
+    # Records written before rows carried their CPU were all measured on the file's one machine.
+    records = {row.id: collect_row(row) if row in measured_here
+               else {"cpu": published.get("machine", {}).get("cpu"), **previous[row.id], "note": row.note}
                for row in selected}
     host = machine() if any((ROOT / row.run_dir).is_dir() for row in measured_here) else published["machine"]
     RESULTS.mkdir(parents=True, exist_ok=True)
