@@ -137,6 +137,7 @@ GROCERY_FROM_HEAD_ROWS = {
     "grocery-lpft-fbn-lr1e-4-64": FromHead("1e-4", True),
     "grocery-lite2-lpft-fbn-64": FromHead("5e-5", True, **LITE2_HEAD, epochs=6),
     "grocery-lite2-lpft-fbn-e10-64": FromHead("5e-5", True, **LITE2_HEAD, epochs=10),
+    "grocery-lite2-lpft-fbn-lr1e-4-64": FromHead("1e-4", True, **LITE2_HEAD, epochs=6),
 }
 
 BASELINES = ["--baselines", "lsh,itq,cosine"]
