@@ -365,7 +365,7 @@ def machine() -> dict[str, Any]:
 
     memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal")), "0")
-    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "memory_gib": round(int(memory) / 2**20, 1),
+    return {"cores": len(os.sched_getaffinity(0)), "memory_gib": round(int(memory) / 2**20, 1),
             "python": platform.python_version(), "torch": torch.__version__, "gpu": torch.cuda.is_available()}
 
 
@@ -412,8 +412,7 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
     lines = ["# HashNet results", "",
              "Produced by `python -m bench.hashnet_bench` (`--collect` rebuilds this file from runs/); "
              "every figure comes from a run on the CPU its row names in the times table. EfficientNet-Lite0 backbone "
-             "(ImageNet weights) "
-             "unless a row names another.",
+             "(ImageNet weights) unless a row names another.",
              ""]
 
     lines += ["## CIFAR-10, by code length", "",
@@ -498,7 +497,7 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
                      str(train.get("batch_size") or "-"), _minutes(train.get("training_seconds")),
                      _minutes(train.get("training_cpu_seconds")), _f(train.get("ms_per_image_step"), 1),
                      _minutes(train.get("total_seconds")), _minutes(driver_eval.get("wall_seconds")),
-                     _load(driver_train), _load(driver_eval), record.get("cpu") or "-"])
+                     _load(driver_train), _load(driver_eval), record["cpu"]])
     lines += markdown_table(["run", "mode", "epochs", "steps", "batch", "train wall", "train CPU", "ms/image/step",
                      "train command total", "eval wall", "load (train)", "load (eval)", "CPU"], body).splitlines()
 
@@ -544,9 +543,7 @@ def collect(selected: list[Row]) -> None:
     published = _read_json(RESULTS / "hashnet.json") or {"rows": {}}
     previous = published["rows"]
     measured_here = [row for row in selected if (ROOT / row.run_dir).is_dir() or row.id not in previous]
-    # Records written before rows carried their CPU were all measured on the file's one machine.
-    records = {row.id: collect_row(row) if row in measured_here
-               else {"cpu": published.get("machine", {}).get("cpu"), **previous[row.id], "note": row.note}
+    records = {row.id: collect_row(row) if row in measured_here else {**previous[row.id], "note": row.note}
                for row in selected}
     host = machine() if any((ROOT / row.run_dir).is_dir() for row in measured_here) else published["machine"]
     RESULTS.mkdir(parents=True, exist_ok=True)
