@@ -2,7 +2,7 @@
 
 Measures throughput (queries per second) for single queries and batches of
 100 at several database sizes, code lengths and k, on the same random codes
-in the same process; then the memory and reopen time of an index of string
+in the same process, top-k and radius queries; then the memory and reopen time of an index of string
 ids.  It measures; it asserts nothing about speed.
 
     python -m bench.index_bench                  # 1M and 10M, 64 and 128 bits (minutes)
@@ -91,6 +91,36 @@ def bench_scan(n: int, bits: int, ks: list[int], threads: list[int], with_numpy:
     return rows
 
 
+def bench_range(n: int, bits: int, radius: int, threads: list[int]) -> dict:
+    """Radius queries (everything within `radius`), against faiss's range_search on the same codes.
+
+    The queries are stored codes with a bit flipped, so each has neighbours to collect, as a
+    near-duplicate lookup does; faiss counts distances below its radius, hence radius + 1 there.
+    """
+    import faiss
+
+    rng = np.random.default_rng(n + bits + radius)
+    packed = rng.integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
+    queries = packed[rng.choice(n, 100, replace=False)].copy()
+    queries[:, 0] ^= 1
+    words = packed.view("<u8").astype(np.uint64, copy=False)
+    qwords = queries.view("<u8").astype(np.uint64, copy=False)
+    flat = faiss.IndexBinaryFlat(bits)
+    flat.add(packed)
+    row: dict = {"n": n, "bits": bits, "radius": radius,
+                 "hits_per_query": int(kernels.within(words, n, qwords, radius)[0][-1]) / len(queries)}
+    faiss.omp_set_num_threads(1)
+    row["faiss_1t_single"] = rate(lambda: flat.range_search(queries[:1], radius + 1), 1)
+    row["faiss_1t_batch"] = rate(lambda: flat.range_search(queries, radius + 1), 100)
+    faiss.omp_set_num_threads(max(threads))
+    row[f"faiss_{max(threads)}t_batch"] = rate(lambda: flat.range_search(queries, radius + 1), 100)
+    for t in threads:
+        row[f"ours_{t}t_single"] = rate(lambda: kernels.within(words, n, qwords[:1], radius, threads=t), 1)
+        row[f"ours_{t}t_batch"] = rate(lambda: kernels.within(words, n, qwords, radius, threads=t), 100)
+    print(format_range_row(row, threads), flush=True)
+    return row
+
+
 def bench_api(n: int, bits: int, k: int, threads: int) -> dict:
     """The full HammingIndex.search (ids and metadata included), to show the Python layer's cost."""
     rng = np.random.default_rng(7)
@@ -153,6 +183,23 @@ def format_row(row: dict, threads: list[int]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def format_range_row(row: dict, threads: list[int]) -> str:
+    t = max(threads)
+    cells = [f"{row['n']:,}", str(row["bits"]), str(row["radius"]), f"{row['hits_per_query']:.1f}",
+             f"{row['faiss_1t_single']:,.0f}", f"{row['ours_1t_single']:,.0f}", f"{row[f'ours_{t}t_single']:,.0f}",
+             f"{row['faiss_1t_batch']:,.0f}", f"{row[f'faiss_{t}t_batch']:,.0f}", f"{row['ours_1t_batch']:,.0f}",
+             f"{row[f'ours_{t}t_batch']:,.0f}", f"{row['ours_1t_batch'] / row['faiss_1t_batch']:.2f}x"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def range_table(rows: list[dict], threads: list[int]) -> str:
+    t = max(threads)
+    head = ["n", "bits", "radius", "hits a query", "faiss 1t single", "ours 1t single", f"ours {t}t single",
+            "faiss 1t batch", f"faiss {t}t batch", "ours 1t batch", f"ours {t}t batch", "batch 1t vs faiss"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + [format_range_row(r, threads) for r in rows])
+
+
 def table(rows: list[dict], threads: list[int]) -> str:
     t = max(threads)
     head = ["n", "bits", "k", "faiss 1t single", "ours 1t single", f"ours {t}t single", "single 1t vs faiss",
@@ -168,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--bits", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--k", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--radius", type=int, default=2, help="radius of the range-search rows")
     parser.add_argument("--memory", type=int, default=0, help="also measure an index of this many string ids")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -179,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     for n in sizes:
         for bits in args.bits:
             rows += bench_scan(n, bits, args.k, threads, with_numpy=True)
+    print(f"\n# Radius queries, queries per second\n\n{range_table([], threads)}", flush=True)
+    radius_rows = [bench_range(n, bits, args.radius, threads) for n in sizes for bits in args.bits]
     api = [bench_api(min(sizes), bits, 10, max(threads)) for bits in args.bits]
     print("\nFull HammingIndex.search (ids and metadata decoded), k=10:")
     for a in api:
@@ -196,9 +246,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.quick:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "index_bench.json").write_text(json.dumps(
-            {"machine": machine(), "kernel": kernels.SIMD, "scan": rows, "api": api, "memory": memory}, indent=1))
+            {"machine": machine(), "kernel": kernels.SIMD, "scan": rows, "range": radius_rows, "api": api,
+             "memory": memory}, indent=1))
         (args.out / "index_bench.md").write_text(
-            f"Machine: {machine()}; kernel: {kernels.SIMD}\n\n{table(rows, threads)}\n")
+            f"Machine: {machine()}; kernel: {kernels.SIMD}\n\n{table(rows, threads)}\n\n"
+            f"Radius queries (radius {args.radius}):\n\n{range_table(radius_rows, threads)}\n")
 
 
 if __name__ == "__main__":

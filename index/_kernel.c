@@ -1,6 +1,6 @@
 /*
  * Compiled core of the Hamming index: fused XOR + popcount + top-k selection,
- * a distance scan for radius queries, and an open-addressing table that maps
+ * the same scan for radius queries, and an open-addressing table that maps
  * string ids to rows without one Python object per item.
  *
  * Every function takes plain buffers (numpy arrays through the buffer
@@ -310,6 +310,33 @@ static HOT void scan_block(const uint64_t *db, Py_ssize_t w, Py_ssize_t r0, Py_s
     }
 }
 
+/* Rows per block of a batch scan: a block stays in L2 while every query passes over it. */
+static Py_ssize_t block_rows(Py_ssize_t w) {
+    Py_ssize_t block = (256 * 1024) / (8 * w);
+    return block < 64 ? 64 : block;
+}
+
+/* Threads worth starting for n rows: each gets at least 65,536. */
+static int row_threads(int threads, Py_ssize_t n) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (n < 65536 * (Py_ssize_t)threads) threads = (int)(n / 65536);
+    return threads < 1 ? 1 : threads;
+}
+
+/* fn over jobs[0, threads) (`size` bytes each): job 0 on this thread, the rest on new
+ * ones; a job whose thread could not start runs here as well. */
+static void run_jobs(void *(*fn)(void *), void *jobs, size_t size, int threads) {
+    pthread_t tids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    char *base = jobs;
+    for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, fn, base + t * size) == 0;
+    fn(base);
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) pthread_join(tids[t], NULL);
+        else fn(base + t * size);
+    }
+}
+
 typedef struct {
     const uint64_t *db;
     const uint64_t *queries;
@@ -326,9 +353,7 @@ typedef struct {
  */
 static void *knn_run(void *arg) {
     knn_job_t *job = (knn_job_t *)arg;
-    const Py_ssize_t w = job->w, k = job->k;
-    Py_ssize_t block = (256 * 1024) / (8 * w);
-    if (block < 64) block = 64;
+    const Py_ssize_t w = job->w, k = job->k, block = block_rows(w);
     for (Py_ssize_t i = 0; i < job->nq * k; i++) {
         job->hd[i] = job->limit;
         job->hr[i] = -1;
@@ -393,13 +418,9 @@ static PyObject *py_knn(PyObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "knn: output or mask too small");
         goto done;
     }
-    if (threads < 1) threads = 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (n < 65536 * (Py_ssize_t)threads) threads = (int)(n / 65536) > 0 ? (int)(n / 65536) : 1;
+    threads = row_threads(threads, n);
 
     knn_job_t jobs[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     int ok = 1;
     Py_BEGIN_ALLOW_THREADS;
     for (int t = 0; t < threads; t++) {
@@ -418,13 +439,7 @@ static PyObject *py_knn(PyObject *self, PyObject *args, PyObject *kw) {
     if (ok && threads == 1) {
         knn_run(&jobs[0]);
     } else if (ok) {
-        for (int t = 1; t < threads; t++)
-            started[t] = pthread_create(&tids[t], NULL, knn_run, &jobs[t]) == 0;
-        knn_run(&jobs[0]);
-        for (int t = 1; t < threads; t++) {
-            if (started[t]) pthread_join(tids[t], NULL);
-            else knn_run(&jobs[t]);
-        }
+        run_jobs(knn_run, jobs, sizeof jobs[0], threads);
         for (Py_ssize_t qi = 0; qi < nq; qi++)
             merge_lists(jobs, threads, qi, k, (int32_t *)od.view.buf + qi * k,
                         (int64_t *)orow.view.buf + qi * k);
@@ -446,30 +461,243 @@ done:
     return result;
 }
 
-static HOT void distances_run(const uint64_t *db, Py_ssize_t n, Py_ssize_t w,
-                              const uint64_t *q, uint16_t *out) {
-    for (Py_ssize_t i = 0; i < n; i++) out[i] = (uint16_t)hamming(db + i * w, q, w);
+/* ------------------------------------------------------------------ */
+/* radius queries                                                      */
+
+/* The rows of one query within the radius that one thread found, in row order. */
+typedef struct {
+    int64_t *rows;
+    int32_t *dist;
+    Py_ssize_t len, cap;
+    int oom;
+} hits_t;
+
+static void hits_push(hits_t *h, int64_t row, int32_t d) {
+    if (h->oom) return;
+    if (h->len == h->cap) {
+        Py_ssize_t cap = h->cap ? 2 * h->cap : 64;
+        int64_t *rows = realloc(h->rows, sizeof(int64_t) * cap);
+        if (rows) h->rows = rows;
+        int32_t *dist = rows ? realloc(h->dist, sizeof(int32_t) * cap) : NULL;
+        if (dist) h->dist = dist;
+        if (!rows || !dist) {
+            h->oom = 1;
+            return;
+        }
+        h->cap = cap;
+    }
+    h->rows[h->len] = row;
+    h->dist[h->len] = d;
+    h->len++;
 }
 
-static PyObject *py_distances(PyObject *self, PyObject *args) {
-    PyObject *o_db, *o_q, *o_out;
-    Py_ssize_t n, w;
-    if (!PyArg_ParseTuple(args, "OnnOO", &o_db, &n, &w, &o_q, &o_out)) return NULL;
-    buf_t db = {0}, q = {0}, out = {0};
-    PyObject *result = NULL;
-    if (get_buf(o_db, &db, 0, 8, "db") < 0 || get_buf(o_q, &q, 0, 8, "query") < 0 ||
-        get_buf(o_out, &out, 1, 2, "out") < 0)
-        goto done;
-    if (w < 1 || n < 0 || n * w > n_items(&db) || n_items(&q) != w || n_items(&out) < n) {
-        PyErr_SetString(PyExc_ValueError, "distances: inconsistent sizes");
+static inline HOT void take(int32_t d, int64_t row, int32_t radius, hits_t *h, const uint8_t *dead) {
+    if (d <= radius && !(dead && dead[row])) hits_push(h, row, d);
+}
+
+static inline HOT void range_rows(const uint64_t *db, Py_ssize_t w, Py_ssize_t r0, Py_ssize_t r1,
+                                  const uint64_t *q, int32_t radius, hits_t *h, const uint8_t *dead) {
+    for (Py_ssize_t i = r0; i < r1; i++) take(hamming(db + i * w, q, w), i, radius, h, dead);
+}
+
+#ifdef HAVE_AVX2_PATH
+/*
+ * The AVX2 radius scans test eight rows a step against the radius and look
+ * at rows one by one only where some passed.  CPUs with AVX-512 use these
+ * as well; only the top-k scans have AVX-512 variants.
+ */
+static inline AVX2 unsigned lanes_set(__m256i x) {
+    return (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(x));
+}
+
+/* Bit b of mask set: row i + (b >> shift) is within the radius; taken in row order. */
+static inline HOT void take_masked(unsigned mask, int shift, const uint64_t *db, Py_ssize_t w, Py_ssize_t i,
+                                   const uint64_t *q, hits_t *h, const uint8_t *dead) {
+    while (mask) {
+        Py_ssize_t row = i + (__builtin_ctz(mask) >> shift);
+        mask &= mask - 1;
+        if (!(dead && dead[row])) hits_push(h, row, hamming(db + row * w, q, w));
+    }
+}
+
+static AVX2 void range_rows_w1_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1, const uint64_t *q,
+                                    int32_t radius, hits_t *h, const uint8_t *dead) {
+    const __m256i qv = _mm256_set1_epi64x((long long)q[0]);
+    const __m256i bound = _mm256_set1_epi64x(radius + 1);
+    Py_ssize_t i = r0;
+    for (; i + 8 <= r1; i += 8) {
+        _mm_prefetch((const char *)(db + i + 128), _MM_HINT_T0);
+        __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i)), qv));
+        __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i + 4)), qv));
+        unsigned mask = lanes_set(_mm256_cmpgt_epi64(bound, a)) | lanes_set(_mm256_cmpgt_epi64(bound, b)) << 4;
+        if (mask) take_masked(mask, 0, db, 1, i, q, h, dead);
+    }
+    range_rows(db, 1, i, r1, q, radius, h, dead);
+}
+
+static AVX2 void range_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1, const uint64_t *q,
+                                    int32_t radius, hits_t *h, const uint8_t *dead) {
+    const __m256i qv = _mm256_setr_epi64x((long long)q[0], (long long)q[1], (long long)q[0], (long long)q[1]);
+    const __m256i bound = _mm256_set1_epi64x(radius + 1);
+    Py_ssize_t i = r0;
+    for (; i + 8 <= r1; i += 8) {
+        const __m256i *p = (const __m256i *)(db + 2 * i);
+        _mm_prefetch((const char *)(db + 2 * i + 256), _MM_HINT_T0);
+        _mm_prefetch((const char *)(db + 2 * i + 264), _MM_HINT_T0);
+        unsigned mask = 0;
+        for (int v = 0; v < 4; v++) {
+            /* two rows of two words; each row's sum lands in both of its lanes */
+            __m256i c = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + v), qv));
+            c = _mm256_add_epi64(c, _mm256_shuffle_epi32(c, 0x4E));
+            mask |= lanes_set(_mm256_cmpgt_epi64(bound, c)) << (4 * v);
+        }
+        mask &= 0x5555; /* one bit a row */
+        if (mask) take_masked(mask, 1, db, 2, i, q, h, dead);
+    }
+    range_rows(db, 2, i, r1, q, radius, h, dead);
+}
+#endif
+
+static HOT void range_block(const uint64_t *db, Py_ssize_t w, Py_ssize_t r0, Py_ssize_t r1, const uint64_t *q,
+                            int32_t radius, hits_t *h, const uint8_t *dead) {
+#ifdef HAVE_AVX2_PATH
+    if (use_avx2 && w == 1) return range_rows_w1_avx2(db, r0, r1, q, radius, h, dead);
+    if (use_avx2 && w == 2) return range_rows_w2_avx2(db, r0, r1, q, radius, h, dead);
+#endif
+    switch (w) {
+        case 1: range_rows(db, 1, r0, r1, q, radius, h, dead); break;
+        case 2: range_rows(db, 2, r0, r1, q, radius, h, dead); break;
+        case 3: range_rows(db, 3, r0, r1, q, radius, h, dead); break;
+        case 4: range_rows(db, 4, r0, r1, q, radius, h, dead); break;
+        default: range_rows(db, w, r0, r1, q, radius, h, dead); break;
+    }
+}
+
+typedef struct {
+    const uint64_t *db;
+    const uint64_t *queries;
+    const uint8_t *dead;
+    Py_ssize_t w, nq, r0, r1;
+    int32_t radius;
+    hits_t *hits; /* nq */
+} range_job_t;
+
+/* Blocks of rows as in knn_run, so a batch reads the database from memory once. */
+static void *range_run(void *arg) {
+    range_job_t *job = (range_job_t *)arg;
+    const Py_ssize_t w = job->w, block = block_rows(w);
+    for (Py_ssize_t b0 = job->r0; b0 < job->r1; b0 += block) {
+        Py_ssize_t b1 = b0 + block < job->r1 ? b0 + block : job->r1;
+        for (Py_ssize_t qi = 0; qi < job->nq; qi++)
+            range_block(job->db, w, b0, b1, job->queries + qi * w, job->radius, job->hits + qi, job->dead);
+    }
+    return NULL;
+}
+
+/*
+ * One query's hits from every thread, ascending (distance, row), the first
+ * `keep` of them into out_*: a counting sort on the distance, stable over the
+ * threads' lists, which are in row order and cover ascending row ranges.
+ */
+static void gather(const hits_t *hits, int threads, Py_ssize_t nq, int32_t radius, Py_ssize_t keep,
+                   Py_ssize_t *first, int64_t *out_rows, int32_t *out_dist) {
+    for (int32_t d = 0; d <= radius; d++) first[d] = 0;
+    for (int t = 0; t < threads; t++)
+        for (Py_ssize_t j = 0; j < hits[t * nq].len; j++) first[hits[t * nq].dist[j]]++;
+    Py_ssize_t start = 0;
+    for (int32_t d = 0; d <= radius; d++) {
+        Py_ssize_t count = first[d];
+        first[d] = start;
+        start += count;
+    }
+    for (int t = 0; t < threads; t++) {
+        const hits_t *h = &hits[t * nq];
+        for (Py_ssize_t j = 0; j < h->len; j++) {
+            Py_ssize_t at = first[h->dist[j]]++;
+            if (at < keep) {
+                out_rows[at] = h->rows[j];
+                out_dist[at] = h->dist[j];
+            }
+        }
+    }
+}
+
+static PyObject *py_range(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"db", "n", "words", "queries", "radius", "max_results", "dead", "threads", NULL};
+    PyObject *o_db, *o_q, *o_dead = Py_None;
+    Py_ssize_t n, w, max_results;
+    int radius, threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OnnOin|Oi", names, &o_db, &n, &w, &o_q, &radius,
+                                     &max_results, &o_dead, &threads))
+        return NULL;
+    buf_t db = {0}, q = {0}, dead = {0};
+    PyObject *result = NULL, *o_lims = NULL, *o_rows = NULL, *o_dist = NULL;
+    hits_t *hits = NULL;
+    Py_ssize_t *first = NULL, nq = 0;
+    if (get_buf(o_db, &db, 0, 8, "db") < 0 || get_buf(o_q, &q, 0, 8, "queries") < 0) goto done;
+    if (o_dead != Py_None && get_buf(o_dead, &dead, 0, 1, "dead") < 0) goto done;
+    if (w < 1 || n < 0 || n * w > n_items(&db) || n_items(&q) % w != 0 || radius < 0 || radius > 64 * w ||
+        max_results < 0 || (dead.held && n_items(&dead) < n)) {
+        PyErr_SetString(PyExc_ValueError, "range: inconsistent sizes");
         goto done;
     }
+    nq = n_items(&q) / w;
+    threads = row_threads(threads, n);
+    hits = calloc((size_t)(threads * nq) + 1, sizeof(hits_t));
+    first = malloc(sizeof(Py_ssize_t) * (radius + 1));
+    if (!hits || !first) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    range_job_t jobs[MAX_THREADS];
+    for (int t = 0; t < threads; t++)
+        jobs[t] = (range_job_t){.db = db.view.buf, .queries = q.view.buf, .dead = dead.held ? dead.view.buf : NULL,
+                                .w = w, .nq = nq, .r0 = n * t / threads, .r1 = n * (t + 1) / threads,
+                                .radius = radius, .hits = hits + t * nq};
     Py_BEGIN_ALLOW_THREADS;
-    distances_run(db.view.buf, n, w, q.view.buf, out.view.buf);
+    run_jobs(range_run, jobs, sizeof jobs[0], threads);
     Py_END_ALLOW_THREADS;
-    result = Py_NewRef(Py_None);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t qi = 0; qi < nq; qi++) {
+        Py_ssize_t found = 0;
+        for (int t = 0; t < threads; t++) {
+            if (hits[t * nq + qi].oom) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            found += hits[t * nq + qi].len;
+        }
+        total += found < max_results ? found : max_results;
+    }
+    o_lims = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * (nq + 1));
+    o_rows = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * total);
+    o_dist = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int32_t) * total);
+    if (!o_lims || !o_rows || !o_dist) goto done;
+    /* fresh bytes objects that nothing else sees yet: filled without the GIL */
+    int64_t *lims = (int64_t *)PyBytes_AS_STRING(o_lims), *rows = (int64_t *)PyBytes_AS_STRING(o_rows);
+    int32_t *dist = (int32_t *)PyBytes_AS_STRING(o_dist);
+    Py_BEGIN_ALLOW_THREADS;
+    lims[0] = 0;
+    for (Py_ssize_t qi = 0; qi < nq; qi++) {
+        Py_ssize_t found = 0;
+        for (int t = 0; t < threads; t++) found += hits[t * nq + qi].len;
+        Py_ssize_t keep = found < max_results ? found : max_results;
+        gather(hits + qi, threads, nq, radius, keep, first, rows + lims[qi], dist + lims[qi]);
+        lims[qi + 1] = lims[qi] + keep;
+    }
+    Py_END_ALLOW_THREADS;
+    result = PyTuple_Pack(3, o_lims, o_rows, o_dist);
 done:
-    release(&db); release(&q); release(&out);
+    if (hits) {
+        for (Py_ssize_t i = 0; i < threads * nq; i++) {
+            free(hits[i].rows);
+            free(hits[i].dist);
+        }
+    }
+    free(hits);
+    free(first);
+    Py_XDECREF(o_lims); Py_XDECREF(o_rows); Py_XDECREF(o_dist);
+    release(&db); release(&q); release(&dead);
     return result;
 }
 
@@ -647,8 +875,9 @@ static PyMethodDef methods[] = {
     {"knn", (PyCFunction)(void (*)(void))py_knn, METH_VARARGS | METH_KEYWORDS,
      "knn(db, n, words, queries, k, limit, out_dist, out_rows, dead=None, threads=1)\n"
      "Exact top-k rows by Hamming distance, ascending (distance, row); unused slots get row -1."},
-    {"distances", py_distances, METH_VARARGS,
-     "distances(db, n, words, query, out): Hamming distance of every row to one query (uint16)."},
+    {"range", (PyCFunction)(void (*)(void))py_range, METH_VARARGS | METH_KEYWORDS,
+     "range(db, n, words, queries, radius, max_results, dead=None, threads=1) -> (lims, rows, dist) as bytes\n"
+     "Every row within the radius of each query, ascending (distance, row), the first max_results of each."},
     {"id_lookup", py_id_lookup, METH_VARARGS,
      "id_lookup(slots, blob, starts, lens, qblob, qstarts, qlens, out_rows)"},
     {"id_insert", py_id_insert, METH_VARARGS, "id_insert(slots, blob, starts, lens, rows)"},

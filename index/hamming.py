@@ -172,24 +172,12 @@ class HammingIndex:
             raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
         if max_results is not None:
             max_results = _check_count("max_results", max_results, None)
-        lims = [0]
-        all_dist: list[np.ndarray] = []
-        ids: list[str] = []
-        metadata: list[dict] = []
         with self._lock.read():
-            for query in q:
-                dist = kernels.distances(self._codes, self._n, query)
-                hit = dist <= radius
-                if self._n_dead:
-                    hit &= self._dead[: self._n] == 0
-                rows = np.flatnonzero(hit)
-                rows = rows[np.argsort(dist[rows], kind="stable")][:max_results]
-                all_dist.append(dist[rows].astype(np.int32))
-                ids += [b.decode("utf-8") for b in self._ids.get_many(rows)]
-                metadata += [_decode_json(b) for b in self._meta.get_many(rows)]
-                lims.append(lims[-1] + len(rows))
-        distances = np.concatenate(all_dist) if all_dist else np.zeros(0, dtype=np.int32)
-        return RangeResult(np.asarray(lims, dtype=np.int64), distances, ids, metadata)
+            lims, rows, distances = kernels.within(self._codes, self._n, q, min(radius, self.bits), max_results,
+                                                   self._dead if self._n_dead else None, self.threads)
+            ids = [b.decode("utf-8") for b in self._ids.get_many(rows)]
+            metadata = [_decode_json(b) for b in self._meta.get_many(rows)]
+        return RangeResult(lims, distances, ids, metadata)
 
     def stats(self) -> dict[str, Any]:
         with self._lock.read():

@@ -6,6 +6,7 @@ are made right, so nothing else in the package calls _kernel directly.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -39,11 +40,18 @@ def knn(db: np.ndarray, n: int, queries: np.ndarray, k: int, limit: int,
     return dist, rows
 
 
-def distances(db: np.ndarray, n: int, query: np.ndarray) -> np.ndarray:
-    """Hamming distance from one query to each of db[:n], as uint16."""
-    out = np.empty(n, dtype=np.uint16)
-    _kernel.distances(db, n, db.shape[1], np.ascontiguousarray(query, dtype=np.uint64), out)
-    return out
+def within(db: np.ndarray, n: int, queries: np.ndarray, radius: int, max_results: int | None = None,
+           dead: np.ndarray | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of db[:n] within `radius` (0 to 64 x words) of each query, ascending (distance, row).
+
+    FAISS's range-search layout: the hits of query q are [lims[q], lims[q+1])
+    of `rows` (int64) and `distances` (int32), at most max_results each.
+    """
+    words = db.shape[1]
+    queries = np.ascontiguousarray(queries, dtype=np.uint64)
+    cap = sys.maxsize if max_results is None else max_results
+    lims, rows, dist = _kernel.range(db, n, words, queries, radius, cap, dead, threads)
+    return np.frombuffer(lims, dtype=np.int64), np.frombuffer(rows, dtype=np.int64), np.frombuffer(dist, dtype=np.int32)
 
 
 def id_lookup(slots: np.ndarray, blob: np.ndarray, starts: np.ndarray, lens: np.ndarray,

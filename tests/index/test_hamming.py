@@ -117,6 +117,20 @@ def assert_agrees_with_faiss(packed: np.ndarray, queries: np.ndarray, ks: tuple[
         got = index.search(queries, k)
         assert np.array_equal(got.distances, want_d)
         assert np.array_equal(got.ids.astype(np.int64), want_i)
+    assert_range_agrees_with_faiss(index, flat, packed[:5], radius=bits // 16)  # stored codes: clusters around them
+
+
+def assert_range_agrees_with_faiss(index: HammingIndex, flat: faiss.IndexBinaryFlat, queries: np.ndarray,
+                                   radius: int) -> None:
+    """faiss returns distances below its radius in its own order; ours are <= radius, by (distance, row)."""
+    want_lims, want_d, want_i = flat.range_search(queries, radius + 1)
+    got = index.range_search(queries, radius)
+    assert np.array_equal(got.lims, want_lims) and want_lims[-1] > len(queries)
+    for qi in range(len(queries)):
+        lo, hi = want_lims[qi], want_lims[qi + 1]
+        order = np.lexsort((want_i[lo:hi], want_d[lo:hi]))
+        assert [(h.id, h.distance) for h in got.hits(qi)] == list(zip(want_i[lo:hi][order].astype(str).tolist(),
+                                                                        want_d[lo:hi][order].tolist()))
 
 
 @pytest.mark.parametrize("bits", [32, 64, 128, 256])
@@ -146,19 +160,44 @@ def filled(rng: np.random.Generator, bits: int, n: int, removed: slice) -> tuple
     return index, ref
 
 
-def test_range_search_matches_reference() -> None:
-    rng = np.random.default_rng(3)
-    bits = 64
+@pytest.mark.parametrize("bits", [16, 64, 128, 200])
+def test_range_search_matches_reference(bits: int) -> None:
+    rng = np.random.default_rng(bits)
     index, ref = filled(rng, bits, 2000, slice(None, None, 3))
     queries = random_codes(rng, 4, bits, clustered=True)
-    result = index.range_search(queries, 3)
-    want = ref.search(queries, 10**9, max_distance=3)
-    assert result.lims[-1] == sum(len(w) for w in want)
-    for qi, expected in enumerate(want):
-        assert [(h.id, h.distance) for h in result.hits(qi)] == expected
+    for radius in (0, 3, bits // 4, bits, 10 * bits):  # beyond the code length: every live item
+        result = index.range_search(queries, radius)
+        want = ref.search(queries, 10**9, max_distance=radius)
+        assert result.lims.tolist() == np.cumsum([0] + [len(w) for w in want]).tolist()
+        for qi, expected in enumerate(want):
+            assert [(h.id, h.distance) for h in result.hits(qi)] == expected
+            assert all(h.metadata == {} for h in result.hits(qi))
     capped = index.range_search(queries, 3, max_results=2)
-    for qi, expected in enumerate(want):
-        assert [(h.id, h.distance) for h in capped.hits(qi)] == expected[:2]
+    for qi, expected in enumerate(ref.search(queries, 2, max_distance=3)):
+        assert [(h.id, h.distance) for h in capped.hits(qi)] == expected
+
+
+def test_two_thread_range_search_skips_deleted_rows() -> None:
+    rng = np.random.default_rng(2)
+    packed = random_codes(rng, 140_000, 64, clustered=True)
+    index = HammingIndex(64, "test", threads=2)
+    index.upsert([str(i) for i in range(len(packed))], packed)
+    index.remove([str(i) for i in range(0, len(packed), 7)])
+    result = index.range_search(packed[:3], 4)
+    for qi in range(3):
+        dist = np.bitwise_count(packed ^ packed[qi]).sum(axis=1)
+        rows = [r for r in np.flatnonzero(dist <= 4) if r % 7]
+        rows.sort(key=lambda r: (dist[r], r))
+        assert [(h.id, h.distance) for h in result.hits(qi)] == [(str(r), int(dist[r])) for r in rows]
+
+
+def test_range_search_on_an_empty_index_and_no_queries() -> None:
+    index = HammingIndex(64, "test")
+    empty = index.range_search(np.zeros((2, 8), dtype=np.uint8), 64)
+    assert empty.lims.tolist() == [0, 0, 0] and empty.ids == [] and len(empty.distances) == 0
+    index.upsert(["a"], np.zeros((1, 8), dtype=np.uint8))
+    none = index.range_search(np.zeros((0, 8), dtype=np.uint8), 2)
+    assert none.lims.tolist() == [0] and none.ids == []
 
 
 def test_compaction_keeps_results_and_order() -> None:
@@ -310,6 +349,7 @@ def test_every_kernel_path_agrees_with_faiss(path: str) -> None:
     script = textwrap.dedent(f"""
         import faiss, numpy as np
         from index import HammingIndex, kernels
+        from tests.index.test_hamming import assert_range_agrees_with_faiss
         assert kernels.SIMD == {path!r}, kernels.SIMD
         rng = np.random.default_rng(0)
         for bits in (16, 64, 128, 200):
@@ -323,10 +363,12 @@ def test_every_kernel_path_agrees_with_faiss(path: str) -> None:
                 d, i = flat.search(packed[:7], k)
                 got = index.search(packed[:7], k)
                 assert np.array_equal(got.distances, d) and np.array_equal(got.ids.astype(np.int64), i), (bits, k)
+            assert_range_agrees_with_faiss(index, flat, packed[:7], radius=bits // 10)
         print("ok")
     """)
     env = {**os.environ, "HAMMING_KERNEL": path}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
