@@ -121,8 +121,8 @@ def bench_range(n: int, bits: int, radius: int, threads: list[int]) -> dict:
     return row
 
 
-def bench_api(n: int, bits: int, k: int, threads: int) -> dict:
-    """The full HammingIndex.search (ids and metadata included), to show the Python layer's cost."""
+def bench_api(n: int, bits: int, k: int, radius: int, threads: int) -> dict:
+    """HammingIndex.search and range_search (ids and metadata included), to show the Python layer's cost."""
     rng = np.random.default_rng(7)
     index = HammingIndex(bits, "bench", threads=threads)
     chunk = 200_000
@@ -131,9 +131,11 @@ def bench_api(n: int, bits: int, k: int, threads: int) -> dict:
         index.upsert([f"sku-{i:09d}" for i in range(start, stop)],
                      rng.integers(0, 256, size=(stop - start, bits // 8), dtype=np.uint8))
     queries = rng.integers(0, 256, size=(100, bits // 8), dtype=np.uint8)
-    return {"n": n, "bits": bits, "k": k, "threads": threads,
+    return {"n": n, "bits": bits, "k": k, "radius": radius, "threads": threads,
             "api_single_qps": rate(lambda: index.search(queries[:1], k), 1),
-            "api_batch_qps": rate(lambda: index.search(queries, k), 100)}
+            "api_batch_qps": rate(lambda: index.search(queries, k), 100),
+            "api_range_single_qps": rate(lambda: index.range_search(queries[:1], radius), 1),
+            "api_range_batch_qps": rate(lambda: index.range_search(queries, radius), 100)}
 
 
 def bench_memory(n: int, bits: int, workdir: Path) -> dict:
@@ -209,9 +211,14 @@ def table(rows: list[dict], threads: list[int]) -> str:
     return "\n".join(lines + [format_row(r, threads) for r in rows])
 
 
+PARTS = ("topk", "radius", "api")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100k codes only: a smoke run")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="what to measure (everything by default); a partial run writes index_bench-PARTS.*")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--bits", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--k", type=int, nargs="+", default=[10, 100])
@@ -221,19 +228,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = [100_000] if args.quick else args.sizes
     threads = sorted({1, kernels.default_threads()})
-    print(f"# Hamming scan, queries per second ({machine()}; kernel: {kernels.SIMD})\n")
-    print(table([], threads), flush=True)
-    rows = []
-    for n in sizes:
-        for bits in args.bits:
-            rows += bench_scan(n, bits, args.k, threads, with_numpy=True)
-    print(f"\n# Radius queries, queries per second\n\n{range_table([], threads)}", flush=True)
-    radius_rows = [bench_range(n, bits, args.radius, threads) for n in sizes for bits in args.bits]
-    api = [bench_api(min(sizes), bits, 10, max(threads)) for bits in args.bits]
-    print("\nFull HammingIndex.search (ids and metadata decoded), k=10:")
-    for a in api:
-        print(f"  n={a['n']:,} bits={a['bits']}: single {a['api_single_qps']:,.0f} q/s, "
-              f"batch of 100 {a['api_batch_qps']:,.0f} q/s")
+    print(f"Machine: {machine()}; kernel: {kernels.SIMD}", flush=True)
+    rows, radius_rows, api, tables = [], [], [], []
+    if "topk" in args.parts:
+        print(f"\n# Hamming scan, queries per second\n\n{table([], threads)}", flush=True)
+        for n in sizes:
+            for bits in args.bits:
+                rows += bench_scan(n, bits, args.k, threads, with_numpy=True)
+        tables.append(table(rows, threads))
+    if "radius" in args.parts:
+        print(f"\n# Radius queries (radius {args.radius}), queries per second\n\n{range_table([], threads)}", flush=True)
+        radius_rows = [bench_range(n, bits, args.radius, threads) for n in sizes for bits in args.bits]
+        tables.append(f"Radius queries (radius {args.radius}):\n\n{range_table(radius_rows, threads)}")
+    if "api" in args.parts:
+        api = [bench_api(min(sizes), bits, 10, args.radius, max(threads)) for bits in args.bits]
+        print("\nThrough HammingIndex (ids and metadata decoded), queries per second:")
+        for a in api:
+            print(f"  n={a['n']:,} bits={a['bits']}: search k=10 single {a['api_single_qps']:,.0f}, batch of 100 "
+                  f"{a['api_batch_qps']:,.0f}; range_search radius {a['radius']} single {a['api_range_single_qps']:,.0f}, "
+                  f"batch of 100 {a['api_range_batch_qps']:,.0f}")
     memory = []
     if args.memory:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
@@ -244,13 +257,13 @@ def main(argv: list[str] | None = None) -> None:
               f"RSS growth on reopen {m['rss_growth_bytes'] / 2**20:,.0f} MiB, reopen {m['reopen_s']:.1f} s, "
               f"snapshot write {m['snapshot_s']:.1f} s, on disk {m['disk_bytes'] / 2**20:,.0f} MiB")
     if not args.quick:
+        name = "index_bench" if set(args.parts) == set(PARTS) else "-".join(["index_bench", *args.parts])
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "index_bench.json").write_text(json.dumps(
-            {"machine": machine(), "kernel": kernels.SIMD, "scan": rows, "range": radius_rows, "api": api,
-             "memory": memory}, indent=1))
-        (args.out / "index_bench.md").write_text(
-            f"Machine: {machine()}; kernel: {kernels.SIMD}\n\n{table(rows, threads)}\n\n"
-            f"Radius queries (radius {args.radius}):\n\n{range_table(radius_rows, threads)}\n")
+        (args.out / f"{name}.json").write_text(json.dumps(
+            {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "kernel": kernels.SIMD, "scan": rows,
+             "range": radius_rows, "api": api, "memory": memory}, indent=1))
+        (args.out / f"{name}.md").write_text(
+            f"Machine: {machine()}; kernel: {kernels.SIMD}; {time.strftime('%Y-%m-%d')}\n\n" + "\n\n".join(tables) + "\n")
 
 
 if __name__ == "__main__":

@@ -510,11 +510,11 @@ static inline AVX2 unsigned lanes_set(__m256i x) {
     return (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(x));
 }
 
-/* Bit b of mask set: row i + (b >> shift) is within the radius; taken in row order. */
-static inline HOT void take_masked(unsigned mask, int shift, const uint64_t *db, Py_ssize_t w, Py_ssize_t i,
+/* Bit b of mask set: row i + b is within the radius; taken in row order. */
+static inline HOT void take_masked(unsigned mask, const uint64_t *db, Py_ssize_t w, Py_ssize_t i,
                                    const uint64_t *q, hits_t *h, const uint8_t *dead) {
     while (mask) {
-        Py_ssize_t row = i + (__builtin_ctz(mask) >> shift);
+        Py_ssize_t row = i + __builtin_ctz(mask);
         mask &= mask - 1;
         if (!(dead && dead[row])) hits_push(h, row, hamming(db + row * w, q, w));
     }
@@ -530,7 +530,7 @@ static AVX2 void range_rows_w1_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_
         __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i)), qv));
         __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i + 4)), qv));
         unsigned mask = lanes_set(_mm256_cmpgt_epi64(bound, a)) | lanes_set(_mm256_cmpgt_epi64(bound, b)) << 4;
-        if (mask) take_masked(mask, 0, db, 1, i, q, h, dead);
+        if (mask) take_masked(mask, db, 1, i, q, h, dead);
     }
     range_rows(db, 1, i, r1, q, radius, h, dead);
 }
@@ -544,15 +544,17 @@ static AVX2 void range_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_
         const __m256i *p = (const __m256i *)(db + 2 * i);
         _mm_prefetch((const char *)(db + 2 * i + 256), _MM_HINT_T0);
         _mm_prefetch((const char *)(db + 2 * i + 264), _MM_HINT_T0);
-        unsigned mask = 0;
-        for (int v = 0; v < 4; v++) {
-            /* two rows of two words; each row's sum lands in both of its lanes */
-            __m256i c = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + v), qv));
-            c = _mm256_add_epi64(c, _mm256_shuffle_epi32(c, 0x4E));
-            mask |= lanes_set(_mm256_cmpgt_epi64(bound, c)) << (4 * v);
-        }
-        mask &= 0x5555; /* one bit a row */
-        if (mask) take_masked(mask, 1, db, 2, i, q, h, dead);
+        /* as in scan_rows_w2_avx2: lanes hold rows (0, 2, 1, 3) and (4, 6, 5, 7) */
+        __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p), qv));
+        __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 1), qv));
+        __m256i c = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 2), qv));
+        __m256i e = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 3), qv));
+        __m256i ab = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+        __m256i ce = _mm256_add_epi64(_mm256_unpacklo_epi64(c, e), _mm256_unpackhi_epi64(c, e));
+        unsigned lanes = lanes_set(_mm256_cmpgt_epi64(bound, ab)) | lanes_set(_mm256_cmpgt_epi64(bound, ce)) << 4;
+        /* swap bits 1 and 2 of each nibble: lane order to row order */
+        unsigned mask = (lanes & 0x99) | (lanes & 0x22) << 1 | (lanes & 0x44) >> 1;
+        if (mask) take_masked(mask, db, 2, i, q, h, dead);
     }
     range_rows(db, 2, i, r1, q, radius, h, dead);
 }
