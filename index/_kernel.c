@@ -174,6 +174,27 @@ static inline AVX2 __m256i popcount_lanes(__m256i x) {
     return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
 }
 
+/* Distances of rows i..i+7 to a one-word query: lanes of *lo hold rows 0-3, of *hi rows 4-7. */
+static inline AVX2 void distances8_w1(const uint64_t *db, Py_ssize_t i, __m256i qv, __m256i *lo, __m256i *hi) {
+    _mm_prefetch((const char *)(db + i + 128), _MM_HINT_T0);
+    *lo = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i)), qv));
+    *hi = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i + 4)), qv));
+}
+
+/* The same for two-word rows (qv = q0, q1, q0, q1): lanes hold rows (0, 2, 1, 3) and (4, 6, 5, 7). */
+static inline AVX2 void distances8_w2(const uint64_t *db, Py_ssize_t i, __m256i qv, __m256i *lo, __m256i *hi) {
+    const __m256i *p = (const __m256i *)(db + 2 * i);
+    _mm_prefetch((const char *)(db + 2 * i + 256), _MM_HINT_T0);
+    _mm_prefetch((const char *)(db + 2 * i + 264), _MM_HINT_T0);
+    /* each vector holds two rows of two words; lane sums are per word */
+    __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p), qv));
+    __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 1), qv));
+    __m256i c = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 2), qv));
+    __m256i e = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 3), qv));
+    *lo = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+    *hi = _mm256_add_epi64(_mm256_unpacklo_epi64(c, e), _mm256_unpackhi_epi64(c, e));
+}
+
 static AVX2 void scan_rows_w1_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1,
                                    const uint64_t *q, int32_t *hd, int64_t *hr,
                                    Py_ssize_t k, const uint8_t *dead) {
@@ -182,9 +203,8 @@ static AVX2 void scan_rows_w1_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t
     int64_t d[8];
     Py_ssize_t i = r0;
     for (; i + 8 <= r1; i += 8) {
-        _mm_prefetch((const char *)(db + i + 128), _MM_HINT_T0);
-        __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i)), qv));
-        __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i + 4)), qv));
+        __m256i a, b;
+        distances8_w1(db, i, qv, &a, &b);
         __m256i below = _mm256_or_si256(_mm256_cmpgt_epi64(worst, a), _mm256_cmpgt_epi64(worst, b));
         if (!_mm256_testz_si256(below, below)) {
             _mm256_storeu_si256((__m256i *)d, a);
@@ -204,17 +224,8 @@ static AVX2 void scan_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t
     int64_t d[8];
     Py_ssize_t i = r0;
     for (; i + 8 <= r1; i += 8) {
-        const __m256i *p = (const __m256i *)(db + 2 * i);
-        _mm_prefetch((const char *)(db + 2 * i + 256), _MM_HINT_T0);
-        _mm_prefetch((const char *)(db + 2 * i + 264), _MM_HINT_T0);
-        /* each vector holds two rows of two words; lane sums are per word */
-        __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p), qv));
-        __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 1), qv));
-        __m256i c = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 2), qv));
-        __m256i e = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 3), qv));
-        /* rows (0, 2, 1, 3) and (4, 6, 5, 7) */
-        __m256i ab = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
-        __m256i ce = _mm256_add_epi64(_mm256_unpacklo_epi64(c, e), _mm256_unpackhi_epi64(c, e));
+        __m256i ab, ce; /* rows (0, 2, 1, 3) and (4, 6, 5, 7) */
+        distances8_w2(db, i, qv, &ab, &ce);
         __m256i below = _mm256_or_si256(_mm256_cmpgt_epi64(worst, ab), _mm256_cmpgt_epi64(worst, ce));
         if (!_mm256_testz_si256(below, below)) {
             static const int order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
@@ -526,9 +537,8 @@ static AVX2 void range_rows_w1_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_
     const __m256i bound = _mm256_set1_epi64x(radius + 1);
     Py_ssize_t i = r0;
     for (; i + 8 <= r1; i += 8) {
-        _mm_prefetch((const char *)(db + i + 128), _MM_HINT_T0);
-        __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i)), qv));
-        __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i + 4)), qv));
+        __m256i a, b;
+        distances8_w1(db, i, qv, &a, &b);
         unsigned mask = lanes_set(_mm256_cmpgt_epi64(bound, a)) | lanes_set(_mm256_cmpgt_epi64(bound, b)) << 4;
         if (mask) take_masked(mask, db, 1, i, q, h, dead);
     }
@@ -541,16 +551,8 @@ static AVX2 void range_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_
     const __m256i bound = _mm256_set1_epi64x(radius + 1);
     Py_ssize_t i = r0;
     for (; i + 8 <= r1; i += 8) {
-        const __m256i *p = (const __m256i *)(db + 2 * i);
-        _mm_prefetch((const char *)(db + 2 * i + 256), _MM_HINT_T0);
-        _mm_prefetch((const char *)(db + 2 * i + 264), _MM_HINT_T0);
-        /* as in scan_rows_w2_avx2: lanes hold rows (0, 2, 1, 3) and (4, 6, 5, 7) */
-        __m256i a = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p), qv));
-        __m256i b = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 1), qv));
-        __m256i c = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 2), qv));
-        __m256i e = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256(p + 3), qv));
-        __m256i ab = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
-        __m256i ce = _mm256_add_epi64(_mm256_unpacklo_epi64(c, e), _mm256_unpackhi_epi64(c, e));
+        __m256i ab, ce; /* rows (0, 2, 1, 3) and (4, 6, 5, 7) */
+        distances8_w2(db, i, qv, &ab, &ce);
         unsigned lanes = lanes_set(_mm256_cmpgt_epi64(bound, ab)) | lanes_set(_mm256_cmpgt_epi64(bound, ce)) << 4;
         /* swap bits 1 and 2 of each nibble: lane order to row order */
         unsigned mask = (lanes & 0x99) | (lanes & 0x22) << 1 | (lanes & 0x44) >> 1;
