@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from bench.measure import rss_bytes
 from bench.report import cpu_model
 from index import HammingIndex, kernels
 from index.stores.local import LocalStore
+
+if TYPE_CHECKING:
+    import faiss  # imported where it is used: the benchmarks need it, the index does not
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,16 +66,27 @@ def machine() -> str:
     return f"{cpu_model()}, {kernels.default_threads()} cores, {platform.python_implementation()} {platform.python_version()}"
 
 
+def as_words(packed: np.ndarray) -> np.ndarray:
+    return packed.view("<u8").astype(np.uint64, copy=False)
+
+
+def random_database(rng: np.random.Generator, n: int, bits: int) -> tuple[np.ndarray, np.ndarray, faiss.IndexBinaryFlat]:
+    """n random codes as packed bytes, as the kernel's uint64 words, and in a faiss IndexBinaryFlat."""
+    import faiss
+
+    packed = rng.integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
+    flat = faiss.IndexBinaryFlat(bits)
+    flat.add(packed)
+    return packed, as_words(packed), flat
+
+
 def bench_scan(n: int, bits: int, ks: list[int], threads: list[int], with_numpy: bool) -> list[dict]:
     import faiss
 
     rng = np.random.default_rng(n + bits)
-    packed = rng.integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
+    packed, words, flat = random_database(rng, n, bits)
     queries = rng.integers(0, 256, size=(100, bits // 8), dtype=np.uint8)
-    words = packed.view("<u8").astype(np.uint64, copy=False)
-    qwords = queries.view("<u8").astype(np.uint64, copy=False)
-    flat = faiss.IndexBinaryFlat(bits)
-    flat.add(packed)
+    qwords = as_words(queries)
     floor = memory_floor_qps(words)
     rows = []
     for k in ks:
@@ -100,13 +115,10 @@ def bench_range(n: int, bits: int, radius: int, threads: list[int]) -> dict:
     import faiss
 
     rng = np.random.default_rng(n + bits + radius)
-    packed = rng.integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
+    packed, words, flat = random_database(rng, n, bits)
     queries = packed[rng.choice(n, 100, replace=False)].copy()
     queries[:, 0] ^= 1
-    words = packed.view("<u8").astype(np.uint64, copy=False)
-    qwords = queries.view("<u8").astype(np.uint64, copy=False)
-    flat = faiss.IndexBinaryFlat(bits)
-    flat.add(packed)
+    qwords = as_words(queries)
     row: dict = {"n": n, "bits": bits, "radius": radius,
                  "hits_per_query": int(kernels.within(words, n, qwords, radius)[0][-1]) / len(queries)}
     faiss.omp_set_num_threads(1)

@@ -661,7 +661,10 @@ static PyObject *py_range(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS;
     run_jobs(range_run, jobs, sizeof jobs[0], threads);
     Py_END_ALLOW_THREADS;
-    Py_ssize_t total = 0;
+    o_lims = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * (nq + 1));
+    if (!o_lims) goto done;
+    int64_t *lims = (int64_t *)PyBytes_AS_STRING(o_lims);
+    lims[0] = 0;
     for (Py_ssize_t qi = 0; qi < nq; qi++) {
         Py_ssize_t found = 0;
         for (int t = 0; t < threads; t++) {
@@ -671,24 +674,17 @@ static PyObject *py_range(PyObject *self, PyObject *args, PyObject *kw) {
             }
             found += hits[t * nq + qi].len;
         }
-        total += found < max_results ? found : max_results;
+        lims[qi + 1] = lims[qi] + (found < max_results ? found : max_results);
     }
-    o_lims = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * (nq + 1));
-    o_rows = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * total);
-    o_dist = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int32_t) * total);
-    if (!o_lims || !o_rows || !o_dist) goto done;
+    o_rows = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * lims[nq]);
+    o_dist = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int32_t) * lims[nq]);
+    if (!o_rows || !o_dist) goto done;
     /* fresh bytes objects that nothing else sees yet: filled without the GIL */
-    int64_t *lims = (int64_t *)PyBytes_AS_STRING(o_lims), *rows = (int64_t *)PyBytes_AS_STRING(o_rows);
+    int64_t *rows = (int64_t *)PyBytes_AS_STRING(o_rows);
     int32_t *dist = (int32_t *)PyBytes_AS_STRING(o_dist);
     Py_BEGIN_ALLOW_THREADS;
-    lims[0] = 0;
-    for (Py_ssize_t qi = 0; qi < nq; qi++) {
-        Py_ssize_t found = 0;
-        for (int t = 0; t < threads; t++) found += hits[t * nq + qi].len;
-        Py_ssize_t keep = found < max_results ? found : max_results;
-        gather(hits + qi, threads, nq, radius, keep, first, rows + lims[qi], dist + lims[qi]);
-        lims[qi + 1] = lims[qi] + keep;
-    }
+    for (Py_ssize_t qi = 0; qi < nq; qi++)
+        gather(hits + qi, threads, nq, radius, lims[qi + 1] - lims[qi], first, rows + lims[qi], dist + lims[qi]);
     Py_END_ALLOW_THREADS;
     result = PyTuple_Pack(3, o_lims, o_rows, o_dist);
 done:
