@@ -245,6 +245,30 @@ static AVX2 void scan_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t
  */
 #define AVX512 __attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
 
+/* Distances of rows i..i+15 to a one-word query: lanes of *lo hold rows 0-7, of *hi rows 8-15. */
+static inline AVX512 void distances16_w1(const uint64_t *db, Py_ssize_t i, __m512i qv, __m512i *lo, __m512i *hi) {
+    _mm_prefetch((const char *)(db + i + 128), _MM_HINT_T0);
+    _mm_prefetch((const char *)(db + i + 136), _MM_HINT_T0);
+    *lo = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + i), qv));
+    *hi = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + i + 8), qv));
+}
+
+/* The same for two-word rows (qv = q0, q1, ...): lanes hold rows (0, 4, 1, 5, 2, 6, 3, 7) and (8, 12, ...). */
+static inline AVX512 void distances16_w2(const uint64_t *db, Py_ssize_t i, __m512i qv, __m512i *lo, __m512i *hi) {
+    const uint64_t *p = db + 2 * i;
+    _mm_prefetch((const char *)(p + 256), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 264), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 272), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 280), _MM_HINT_T0);
+    /* each vector holds four rows of two words; lane counts are per word */
+    __m512i a = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p), qv));
+    __m512i b = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 8), qv));
+    __m512i c = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 16), qv));
+    __m512i e = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 24), qv));
+    *lo = _mm512_add_epi64(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    *hi = _mm512_add_epi64(_mm512_unpacklo_epi64(c, e), _mm512_unpackhi_epi64(c, e));
+}
+
 static AVX512 void scan_rows_w1_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1,
                                        const uint64_t *q, int32_t *hd, int64_t *hr,
                                        Py_ssize_t k, const uint8_t *dead) {
@@ -253,10 +277,8 @@ static AVX512 void scan_rows_w1_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssi
     int64_t d[16];
     Py_ssize_t i = r0;
     for (; i + 16 <= r1; i += 16) {
-        _mm_prefetch((const char *)(db + i + 128), _MM_HINT_T0);
-        _mm_prefetch((const char *)(db + i + 136), _MM_HINT_T0);
-        __m512i a = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + i), qv));
-        __m512i b = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + i + 8), qv));
+        __m512i a, b;
+        distances16_w1(db, i, qv, &a, &b);
         if (_mm512_cmplt_epi64_mask(a, worst) | _mm512_cmplt_epi64_mask(b, worst)) {
             _mm512_storeu_si512(d, a);
             _mm512_storeu_si512(d + 8, b);
@@ -276,19 +298,8 @@ static AVX512 void scan_rows_w2_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssi
     int64_t d[16];
     Py_ssize_t i = r0;
     for (; i + 16 <= r1; i += 16) {
-        const uint64_t *p = db + 2 * i;
-        _mm_prefetch((const char *)(p + 256), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p + 264), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p + 272), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p + 280), _MM_HINT_T0);
-        /* each vector holds four rows of two words; lane counts are per word */
-        __m512i a = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p), qv));
-        __m512i b = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 8), qv));
-        __m512i c = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 16), qv));
-        __m512i e = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 24), qv));
-        /* rows (0, 4, 1, 5, 2, 6, 3, 7) and (8, 12, 9, 13, 10, 14, 11, 15) */
-        __m512i ab = _mm512_add_epi64(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
-        __m512i ce = _mm512_add_epi64(_mm512_unpacklo_epi64(c, e), _mm512_unpackhi_epi64(c, e));
+        __m512i ab, ce;
+        distances16_w2(db, i, qv, &ab, &ce);
         if (_mm512_cmplt_epi64_mask(ab, worst) | _mm512_cmplt_epi64_mask(ce, worst)) {
             static const int order[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
             _mm512_storeu_si512(d, ab);
@@ -513,9 +524,8 @@ static inline HOT void range_rows(const uint64_t *db, Py_ssize_t w, Py_ssize_t r
 
 #ifdef HAVE_AVX2_PATH
 /*
- * The AVX2 radius scans test eight rows a step against the radius and look
- * at rows one by one only where some passed.  CPUs with AVX-512 use these
- * as well; only the top-k scans have AVX-512 variants.
+ * The vector radius scans test eight (AVX2) or sixteen (AVX-512) rows a step
+ * against the radius and look at rows one by one only where some passed.
  */
 static inline AVX2 unsigned lanes_set(__m256i x) {
     return (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(x));
@@ -560,11 +570,53 @@ static AVX2 void range_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_
     }
     range_rows(db, 2, i, r1, q, radius, h, dead);
 }
+
+static AVX512 void range_rows_w1_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1, const uint64_t *q,
+                                        int32_t radius, hits_t *h, const uint8_t *dead) {
+    const __m512i qv = _mm512_set1_epi64((long long)q[0]);
+    const __m512i bound = _mm512_set1_epi64(radius);
+    Py_ssize_t i = r0;
+    for (; i + 16 <= r1; i += 16) {
+        __m512i a, b;
+        distances16_w1(db, i, qv, &a, &b);
+        unsigned mask = _mm512_cmple_epi64_mask(a, bound) | (unsigned)_mm512_cmple_epi64_mask(b, bound) << 8;
+        if (mask) take_masked(mask, db, 1, i, q, h, dead);
+    }
+    range_rows(db, 1, i, r1, q, radius, h, dead);
+}
+
+/* Lanes (0, 4, 1, 5, 2, 6, 3, 7) of distances16_w2 to rows 0-7: even bits to the low nibble, odd to the high. */
+static inline unsigned lanes_to_rows8(unsigned lanes) {
+    unsigned even = lanes & 0x55, odd = (lanes >> 1) & 0x55;
+    even = (even | even >> 1) & 0x33;
+    even = (even | even >> 2) & 0x0f;
+    odd = (odd | odd >> 1) & 0x33;
+    odd = (odd | odd >> 2) & 0x0f;
+    return even | odd << 4;
+}
+
+static AVX512 void range_rows_w2_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1, const uint64_t *q,
+                                        int32_t radius, hits_t *h, const uint8_t *dead) {
+    const __m512i qv = _mm512_set_epi64((long long)q[1], (long long)q[0], (long long)q[1], (long long)q[0],
+                                        (long long)q[1], (long long)q[0], (long long)q[1], (long long)q[0]);
+    const __m512i bound = _mm512_set1_epi64(radius);
+    Py_ssize_t i = r0;
+    for (; i + 16 <= r1; i += 16) {
+        __m512i ab, ce;
+        distances16_w2(db, i, qv, &ab, &ce);
+        unsigned mask = lanes_to_rows8(_mm512_cmple_epi64_mask(ab, bound)) |
+                        lanes_to_rows8(_mm512_cmple_epi64_mask(ce, bound)) << 8;
+        if (mask) take_masked(mask, db, 2, i, q, h, dead);
+    }
+    range_rows(db, 2, i, r1, q, radius, h, dead);
+}
 #endif
 
 static HOT void range_block(const uint64_t *db, Py_ssize_t w, Py_ssize_t r0, Py_ssize_t r1, const uint64_t *q,
                             int32_t radius, hits_t *h, const uint8_t *dead) {
 #ifdef HAVE_AVX2_PATH
+    if (use_avx512 && w == 1) return range_rows_w1_avx512(db, r0, r1, q, radius, h, dead);
+    if (use_avx512 && w == 2) return range_rows_w2_avx512(db, r0, r1, q, radius, h, dead);
     if (use_avx2 && w == 1) return range_rows_w1_avx2(db, r0, r1, q, radius, h, dead);
     if (use_avx2 && w == 2) return range_rows_w2_avx2(db, r0, r1, q, radius, h, dead);
 #endif
