@@ -565,8 +565,7 @@ static AVX2 void range_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_
         distances8_w2(db, i, qv, &ab, &ce);
         unsigned lanes = lanes_set(_mm256_cmpgt_epi64(bound, ab)) | lanes_set(_mm256_cmpgt_epi64(bound, ce)) << 4;
         /* swap bits 1 and 2 of each nibble: lane order to row order */
-        unsigned mask = (lanes & 0x99) | (lanes & 0x22) << 1 | (lanes & 0x44) >> 1;
-        if (mask) take_masked(mask, db, 2, i, q, h, dead);
+        if (lanes) take_masked((lanes & 0x99) | (lanes & 0x22) << 1 | (lanes & 0x44) >> 1, db, 2, i, q, h, dead);
     }
     range_rows(db, 2, i, r1, q, radius, h, dead);
 }
@@ -604,9 +603,8 @@ static AVX512 void range_rows_w2_avx512(const uint64_t *db, Py_ssize_t r0, Py_ss
     for (; i + 16 <= r1; i += 16) {
         __m512i ab, ce;
         distances16_w2(db, i, qv, &ab, &ce);
-        unsigned mask = lanes_to_rows8(_mm512_cmple_epi64_mask(ab, bound)) |
-                        lanes_to_rows8(_mm512_cmple_epi64_mask(ce, bound)) << 8;
-        if (mask) take_masked(mask, db, 2, i, q, h, dead);
+        unsigned lo = _mm512_cmple_epi64_mask(ab, bound), hi = _mm512_cmple_epi64_mask(ce, bound);
+        if (lo | hi) take_masked(lanes_to_rows8(lo) | lanes_to_rows8(hi) << 8, db, 2, i, q, h, dead);
     }
     range_rows(db, 2, i, r1, q, radius, h, dead);
 }
