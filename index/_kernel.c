@@ -10,6 +10,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,25 +339,87 @@ static Py_ssize_t block_rows(Py_ssize_t w) {
     return block < 64 ? 64 : block;
 }
 
-/* Threads worth starting for n rows: each gets at least 65,536. */
-static int row_threads(int threads, Py_ssize_t n) {
+/* Threads worth starting for a scan of n rows of w words for nq queries: each gets
+ * at least 2 MiB of codes to compare (over all queries), far more work than
+ * starting a thread costs. */
+static int row_threads(int threads, Py_ssize_t n, Py_ssize_t w, Py_ssize_t nq) {
+    const Py_ssize_t min_words = 262144;
+    Py_ssize_t work = n * w * (nq > 0 ? nq : 1), worth = work / min_words;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (n < 65536 * (Py_ssize_t)threads) threads = (int)(n / 65536);
+    if (worth < threads) threads = (int)worth;
+    if (n < threads) threads = (int)n;
     return threads < 1 ? 1 : threads;
 }
 
-/* fn over jobs[0, threads) (`size` bytes each): job 0 on this thread, the rest on new
- * ones; a job whose thread could not start runs here as well. */
-static void run_jobs(void *(*fn)(void *), void *jobs, size_t size, int threads) {
-    pthread_t tids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    char *base = jobs;
-    for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, fn, base + t * size) == 0;
-    fn(base);
-    for (int t = 1; t < threads; t++) {
-        if (started[t]) pthread_join(tids[t], NULL);
-        else fn(base + t * size);
+/*
+ * One call's jobs and who has claimed them.  Threads claim jobs as they get to
+ * them, so a helper that starts late (waking an idle core can take longer than
+ * a short scan, notably on virtual machines) leaves its job to the caller
+ * instead of delaying it.  Whichever thread lets go last frees it, so nobody
+ * waits for a helper that never found work.
+ */
+typedef struct {
+    void *(*fn)(void *);
+    char *jobs;
+    size_t size;
+    int count;
+    atomic_int next;    /* the next unclaimed job */
+    atomic_int holders; /* the caller and the helpers not yet finished with this */
+    int done;           /* jobs finished, under lock */
+    pthread_mutex_t lock;
+    pthread_cond_t all_done;
+} work_t;
+
+static void work_release(work_t *work) {
+    if (atomic_fetch_sub(&work->holders, 1) == 1) {
+        pthread_mutex_destroy(&work->lock);
+        pthread_cond_destroy(&work->all_done);
+        free(work);
     }
+}
+
+static void work_drain(work_t *work) {
+    for (int j; (j = atomic_fetch_add(&work->next, 1)) < work->count;) {
+        work->fn(work->jobs + (size_t)j * work->size);
+        pthread_mutex_lock(&work->lock);
+        if (++work->done == work->count) pthread_cond_signal(&work->all_done);
+        pthread_mutex_unlock(&work->lock);
+    }
+}
+
+static void *work_helper(void *arg) {
+    work_drain(arg);
+    work_release(arg);
+    return NULL;
+}
+
+/* fn over jobs[0, threads) (`size` bytes each) on this thread and threads - 1 helpers;
+ * returns once every job has run, whichever thread ran it. */
+static void run_jobs(void *(*fn)(void *), void *jobs, size_t size, int threads) {
+    work_t *work = threads > 1 ? malloc(sizeof *work) : NULL;
+    if (!work) { /* one thread, or no memory to share the work: all of it here */
+        for (int j = 0; j < threads; j++) fn((char *)jobs + (size_t)j * size);
+        return;
+    }
+    *work = (work_t){.fn = fn, .jobs = jobs, .size = size, .count = threads};
+    atomic_init(&work->next, 0);
+    atomic_init(&work->holders, 1);
+    pthread_mutex_init(&work->lock, NULL);
+    pthread_cond_init(&work->all_done, NULL);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    for (int t = 1; t < threads; t++) {
+        pthread_t tid;
+        atomic_fetch_add(&work->holders, 1);
+        if (pthread_create(&tid, &attr, work_helper, work) != 0) atomic_fetch_sub(&work->holders, 1);
+    }
+    pthread_attr_destroy(&attr);
+    work_drain(work);
+    pthread_mutex_lock(&work->lock);
+    while (work->done < work->count) pthread_cond_wait(&work->all_done, &work->lock);
+    pthread_mutex_unlock(&work->lock);
+    work_release(work);
 }
 
 typedef struct {
@@ -440,7 +503,7 @@ static PyObject *py_knn(PyObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "knn: output or mask too small");
         goto done;
     }
-    threads = row_threads(threads, n);
+    threads = row_threads(threads, n, w, nq);
 
     knn_job_t jobs[MAX_THREADS];
     int ok = 1;
@@ -696,7 +759,7 @@ static PyObject *py_range(PyObject *self, PyObject *args, PyObject *kw) {
         goto done;
     }
     nq = n_items(&q) / w;
-    threads = row_threads(threads, n);
+    threads = row_threads(threads, n, w, nq);
     hits = calloc((size_t)(threads * nq) + 1, sizeof(hits_t));
     first = malloc(sizeof(Py_ssize_t) * (radius + 1));
     if (!hits || !first) {
