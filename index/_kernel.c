@@ -774,9 +774,9 @@ static PyObject *py_range(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS;
     run_jobs(range_run, jobs, sizeof jobs[0], threads);
     Py_END_ALLOW_THREADS;
-    o_lims = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * (nq + 1));
+    o_lims = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * (nq + 1));
     if (!o_lims) goto done;
-    int64_t *lims = (int64_t *)PyBytes_AS_STRING(o_lims);
+    int64_t *lims = (int64_t *)PyByteArray_AS_STRING(o_lims);
     lims[0] = 0;
     for (Py_ssize_t qi = 0; qi < nq; qi++) {
         Py_ssize_t found = 0;
@@ -789,12 +789,12 @@ static PyObject *py_range(PyObject *self, PyObject *args, PyObject *kw) {
         }
         lims[qi + 1] = lims[qi] + (found < max_results ? found : max_results);
     }
-    o_rows = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * lims[nq]);
-    o_dist = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int32_t) * lims[nq]);
+    o_rows = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int64_t) * lims[nq]);
+    o_dist = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int32_t) * lims[nq]);
     if (!o_rows || !o_dist) goto done;
-    /* fresh bytes objects that nothing else sees yet: filled without the GIL */
-    int64_t *rows = (int64_t *)PyBytes_AS_STRING(o_rows);
-    int32_t *dist = (int32_t *)PyBytes_AS_STRING(o_dist);
+    /* fresh bytearrays (numpy views of them are writable) that nothing else sees yet: filled without the GIL */
+    int64_t *rows = (int64_t *)PyByteArray_AS_STRING(o_rows);
+    int32_t *dist = (int32_t *)PyByteArray_AS_STRING(o_dist);
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t qi = 0; qi < nq; qi++)
         gather(hits + qi, threads, nq, radius, lims[qi + 1] - lims[qi], first, rows + lims[qi], dist + lims[qi]);

@@ -173,6 +173,7 @@ def test_range_search_matches_reference(bits: int) -> None:
         for qi, expected in enumerate(want):
             assert [(h.id, h.distance) for h in result.hits(qi)] == expected
             assert all(h.metadata == {} for h in result.hits(qi))
+    assert result.lims.flags.writeable and result.distances.flags.writeable  # as search()'s arrays are
     capped = index.range_search(queries, 3, max_results=2)
     for qi, expected in enumerate(ref.search(queries, 2, max_distance=3)):
         assert [(h.id, h.distance) for h in capped.hits(qi)] == expected
