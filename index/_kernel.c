@@ -182,7 +182,12 @@ static inline AVX2 void distances8_w1(const uint64_t *db, Py_ssize_t i, __m256i 
     *hi = popcount_lanes(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(db + i + 4)), qv));
 }
 
-/* The same for two-word rows (qv = q0, q1, q0, q1): lanes hold rows (0, 2, 1, 3) and (4, 6, 5, 7). */
+/* A two-word query repeated across the vector (q0, q1, q0, q1), as distances8_w2 takes it. */
+static inline AVX2 __m256i query_w2_avx2(const uint64_t *q) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q));
+}
+
+/* The same for two-word rows (qv from query_w2_avx2): lanes hold rows (0, 2, 1, 3) and (4, 6, 5, 7). */
 static inline AVX2 void distances8_w2(const uint64_t *db, Py_ssize_t i, __m256i qv, __m256i *lo, __m256i *hi) {
     const __m256i *p = (const __m256i *)(db + 2 * i);
     _mm_prefetch((const char *)(db + 2 * i + 256), _MM_HINT_T0);
@@ -220,7 +225,7 @@ static AVX2 void scan_rows_w1_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t
 static AVX2 void scan_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1,
                                    const uint64_t *q, int32_t *hd, int64_t *hr,
                                    Py_ssize_t k, const uint8_t *dead) {
-    const __m256i qv = _mm256_setr_epi64x((long long)q[0], (long long)q[1], (long long)q[0], (long long)q[1]);
+    const __m256i qv = query_w2_avx2(q);
     __m256i worst = _mm256_set1_epi64x(hd[0]);
     int64_t d[8];
     Py_ssize_t i = r0;
@@ -254,7 +259,12 @@ static inline AVX512 void distances16_w1(const uint64_t *db, Py_ssize_t i, __m51
     *hi = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + i + 8), qv));
 }
 
-/* The same for two-word rows (qv = q0, q1, ...): lanes hold rows (0, 4, 1, 5, 2, 6, 3, 7) and (8, 12, ...). */
+/* A two-word query repeated across the vector (q0, q1, q0, q1, ...), as distances16_w2 takes it. */
+static inline AVX512 __m512i query_w2_avx512(const uint64_t *q) {
+    return _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)q));
+}
+
+/* The same for two-word rows (qv from query_w2_avx512): lanes hold rows (0, 4, 1, 5, 2, 6, 3, 7) and (8, 12, ...). */
 static inline AVX512 void distances16_w2(const uint64_t *db, Py_ssize_t i, __m512i qv, __m512i *lo, __m512i *hi) {
     const uint64_t *p = db + 2 * i;
     _mm_prefetch((const char *)(p + 256), _MM_HINT_T0);
@@ -293,8 +303,7 @@ static AVX512 void scan_rows_w1_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssi
 static AVX512 void scan_rows_w2_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1,
                                        const uint64_t *q, int32_t *hd, int64_t *hr,
                                        Py_ssize_t k, const uint8_t *dead) {
-    const __m512i qv = _mm512_set_epi64((long long)q[1], (long long)q[0], (long long)q[1], (long long)q[0],
-                                        (long long)q[1], (long long)q[0], (long long)q[1], (long long)q[0]);
+    const __m512i qv = query_w2_avx512(q);
     __m512i worst = _mm512_set1_epi64(hd[0]);
     int64_t d[16];
     Py_ssize_t i = r0;
@@ -620,7 +629,7 @@ static AVX2 void range_rows_w1_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_
 
 static AVX2 void range_rows_w2_avx2(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1, const uint64_t *q,
                                     int32_t radius, hits_t *h, const uint8_t *dead) {
-    const __m256i qv = _mm256_setr_epi64x((long long)q[0], (long long)q[1], (long long)q[0], (long long)q[1]);
+    const __m256i qv = query_w2_avx2(q);
     const __m256i bound = _mm256_set1_epi64x(radius + 1);
     Py_ssize_t i = r0;
     for (; i + 8 <= r1; i += 8) {
@@ -659,8 +668,7 @@ static inline unsigned lanes_to_rows8(unsigned lanes) {
 
 static AVX512 void range_rows_w2_avx512(const uint64_t *db, Py_ssize_t r0, Py_ssize_t r1, const uint64_t *q,
                                         int32_t radius, hits_t *h, const uint8_t *dead) {
-    const __m512i qv = _mm512_set_epi64((long long)q[1], (long long)q[0], (long long)q[1], (long long)q[0],
-                                        (long long)q[1], (long long)q[0], (long long)q[1], (long long)q[0]);
+    const __m512i qv = query_w2_avx512(q);
     const __m512i bound = _mm512_set1_epi64(radius);
     Py_ssize_t i = r0;
     for (; i + 16 <= r1; i += 16) {
