@@ -7,10 +7,14 @@ augmentation) their outputs are computed once. `frozen` caches the pooled
 backbone features once and trains only the hash layer: minutes on a CPU, and
 the head-only checkpoint the service ships.
 
+`--warmup-epochs N` first fine-tunes the backbone with a softmax over the
+classes (model.warmup), in either mode.
+
 Outputs in --out: train.log, history.csv (iteration, epoch, beta, loss for
 every iteration: the loss per continuation stage), state/ (resumable
-training state, every --save-every iterations), the final checkpoint
-hashnet-<backbone>-<bits>.{safetensors,json}, and summary.json.
+training state, every --save-every iterations), warmup/ (the warm-up's
+state, every epoch), the final checkpoint hashnet-<backbone>-<bits>.{safetensors,json},
+and summary.json.
 
 Examples:
   python -m model.train --data grocery --mode frozen --bits 64 --out runs/grocery-frozen-64
@@ -19,6 +23,9 @@ Examples:
   # fine-tune the whole network from a trained head, BatchNorm keeping its pretrained statistics
   python -m model.train --data grocery --mode finetune --image-size 224 --epochs 8 --lr 3e-5 --per-class 4 \
       --init-from model/default --frozen-bn-statistics --out runs/grocery-lpft-64
+  # a softmax warm-up of the whole backbone, then a HashNet head on its features (a full checkpoint)
+  python -m model.train --data grocery --mode frozen --backbone efficientnet_lite2 --image-size 320 --epochs 1000 \
+      --warmup-epochs 6 --frozen-bn-statistics --out runs/grocery-lite2-warmup-64
 
 The default checkpoint in model/default/ comes from the command in
 model/default/README.md.
@@ -29,16 +36,14 @@ import argparse
 import csv
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -49,16 +54,17 @@ from model.codes import codes_from_logits
 from model.cpu_memory import keep_freed_memory
 from model.data import DataSplits, ImageDataset, LabelledImages, load_splits
 from model.encoder import default_device, inference_batch_size
-from model.feature_cache import cached_outputs, prefix_name
+from model.feature_cache import cached_outputs
 from model.hashnet import HashNet
 from model.metrics import mean_average_precision
 from model.preprocess import eval_transform, train_transform
 from model.train_config import FINETUNE, FROZEN, MODE_DEFAULTS, TrainConfig
+from model.train_parts import CachedInputs, ImageInputs, SplitModel, build_optimizer, learning_rate_factor
 from model.train_state import read_train_state, restore_train_state, save_train_state
+from model.warmup import WARMUP_DIR, warm_up_by_classification
 
 log = logging.getLogger("model.train")
 
-HASH_LAYER_LR_MULTIPLIER = 10.0
 HISTORY_FILE = "history.csv"
 SUMMARY_FILE = "summary.json"
 EVAL_SAMPLE_SEED = 0
@@ -69,118 +75,6 @@ class TrainResult:
     checkpoint: Path
     fingerprint: str
     summary: dict[str, Any]
-
-
-class _SplitModel:
-    """The HashNet cut into a fixed prefix of backbone stages and the trained rest."""
-
-    def __init__(self, model: HashNet, frozen_stages: int, frozen_statistics: bool = False) -> None:
-        stages = model.backbone.stages()
-        if not 0 <= frozen_stages <= len(stages):
-            raise ValueError(f"{model.backbone.name} has {len(stages)} stages; cannot freeze {frozen_stages}")
-        self.model = model
-        self.frozen = nn.Sequential(*stages[:frozen_stages]).requires_grad_(False)
-        self.trained = nn.Sequential(*stages[frozen_stages:])
-        self.prefix_name = prefix_name(model.backbone.name, frozen_stages)
-        self.frozen_statistics = frozen_statistics
-
-    def train(self) -> None:
-        self.model.train()
-        self.frozen.eval()  # fixed stages keep their BatchNorm statistics
-        if self.frozen_statistics:
-            for module in self.trained.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-
-    def logits(self, prefix_outputs: torch.Tensor) -> torch.Tensor:
-        return self.model.hash_layer(self.trained(prefix_outputs))
-
-    def trained_tensors(self) -> dict[str, torch.Tensor]:
-        """The model's state entries that training changes (parameters and BatchNorm statistics)."""
-        trained_modules = {id(m) for part in (self.trained, self.model.hash_layer) for m in part.modules()}
-        tensors = {}
-        for module_name, module in self.model.named_modules():
-            if id(module) in trained_modules:
-                for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-                    tensors[f"{module_name}.{name}"] = tensor
-        return tensors
-
-    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
-        groups = [{"params": list(self.model.hash_layer.parameters()), "lr": lr * HASH_LAYER_LR_MULTIPLIER}]
-        backbone_params = [p for p in self.trained.parameters() if p.requires_grad]
-        if backbone_params:
-            groups.append({"params": backbone_params, "lr": lr})
-        return groups
-
-
-class _CachedInputs:
-    """Batches of precomputed prefix outputs."""
-
-    def __init__(self, outputs: np.ndarray, labels: np.ndarray) -> None:
-        # Pooled features are small enough to read into memory; feature maps stay memory-mapped.
-        self.outputs = np.array(outputs) if outputs.ndim == 2 else outputs
-        self.labels = torch.from_numpy(labels.astype(np.float32))
-
-    def batches(self, batch_indices: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for indices in batch_indices:
-            yield torch.from_numpy(np.array(self.outputs[indices.numpy()])), self.labels[indices]
-
-
-class _EpochBatches:
-    """The batch sampler of a DataLoader that lives for the whole run: the batches of the epoch being run."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[int]] = []
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-class _ImageInputs:
-    """Batches of images through the frozen prefix, loaded and augmented by DataLoader workers.
-
-    The workers are forked once, at the first epoch. Forked again every epoch,
-    they would share the trainer's by then large heap copy-on-write, and every
-    page the trainer reuses (model.cpu_memory keeps them all) would be copied.
-    """
-
-    def __init__(self, dataset: ImageDataset, split: _SplitModel, device: str, workers: int) -> None:
-        self.split = split
-        self.device = device
-        self.epoch_batches = _EpochBatches()
-        self.loader = DataLoader(
-            dataset,
-            batch_sampler=self.epoch_batches,
-            num_workers=workers,
-            pin_memory=device == "cuda",
-            persistent_workers=workers > 0,
-        )
-
-    def batches(self, batch_indices: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.epoch_batches.batches = [indices.tolist() for indices in batch_indices]
-        for images, labels in self.loader:
-            # Yield outside no_grad: a generator suspended inside it would leave grad mode off for the caller.
-            with torch.no_grad():
-                prefix_outputs = self.split.frozen(images.to(self.device, non_blocking=True))
-            yield prefix_outputs, labels
-
-
-def _learning_rate_factor(config: TrainConfig, iteration: int, total: int) -> float:
-    if config.lr_schedule == "constant":
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * iteration / total))
-
-
-def _build_optimizer(config: TrainConfig, split: _SplitModel) -> torch.optim.Optimizer:
-    groups = split.parameter_groups(config.lr)
-    for group in groups:
-        group["initial_lr"] = group["lr"]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 HISTORY_FIELDS = ["iteration", "epoch", "beta", "loss"]
@@ -248,7 +142,7 @@ def _resolve_device(device: str) -> str:
 
 
 @torch.no_grad()
-def split_logits(split: _SplitModel, config: TrainConfig, images: LabelledImages, device: str) -> torch.Tensor:
+def split_logits(split: SplitModel, config: TrainConfig, images: LabelledImages, device: str) -> torch.Tensor:
     """Hash-layer outputs z [N, bits] for an image set, through the deterministic eval preprocessing."""
     split.model.eval()
     preprocess = split.model.backbone.preprocess
@@ -264,7 +158,7 @@ def split_logits(split: _SplitModel, config: TrainConfig, images: LabelledImages
     return torch.cat([split.logits(batch.to(device)).cpu() for batch in batches])
 
 
-def quick_map(split: _SplitModel, config: TrainConfig, splits: DataSplits, device: str) -> dict[str, Any]:
+def quick_map(split: SplitModel, config: TrainConfig, splits: DataSplits, device: str) -> dict[str, Any]:
     """mAP@all of the query split against (a seeded sample of at most eval_db_limit of) the database."""
     # A seeded sample in random order: ties rank in that order, not in the data list's (often by class).
     sample = np.random.default_rng(EVAL_SAMPLE_SEED).permutation(len(splits.database))[: config.eval_db_limit]
@@ -275,18 +169,15 @@ def quick_map(split: _SplitModel, config: TrainConfig, splits: DataSplits, devic
     return {"map_all": value, "queries": len(splits.query), "database": len(database)}
 
 
-def _prepare_resume(config: TrainConfig, run_dir: Path) -> bool:
-    """True when a saved state will be resumed; refuse to resume with a different recipe."""
-    if not config.resume:
-        return False
-    saved = read_train_state(run_dir)
+def _resumable_state(config: TrainConfig, state_parent: Path) -> bool:
+    """True when --resume finds a state saved under state_parent; refuse one saved with a different recipe."""
+    saved = read_train_state(state_parent) if config.resume else None
     if saved is None:
-        log.warning("--resume: no saved state in %s, starting from scratch", run_dir)
         return False
     differences = config.differences_for_resume(TrainConfig.from_dict(saved.config))
     if differences:
         described = ", ".join(f"{key}: saved {old!r}, now {new!r}" for key, (old, new) in differences.items())
-        raise ValueError(f"cannot resume {run_dir} with a different configuration ({described})")
+        raise ValueError(f"cannot resume {state_parent} with a different configuration ({described})")
     return True
 
 
@@ -317,25 +208,25 @@ def run_training(config: TrainConfig, splits: DataSplits | None = None) -> Train
         handler.close()
 
 
-def _training_inputs(config: TrainConfig, split: _SplitModel, images: LabelledImages, device: str) -> _CachedInputs | _ImageInputs:
+def _training_inputs(config: TrainConfig, split: SplitModel, images: LabelledImages, device: str) -> CachedInputs | ImageInputs:
     preprocess = split.model.backbone.preprocess
     if config.uses_cache:
         outputs = cached_outputs(
             split.frozen, split.prefix_name, preprocess, images, config.cache_dir,
             device=device, batch_size=inference_batch_size(device, preprocess.input_size), workers=config.workers,
         )
-        return _CachedInputs(outputs, images.labels)
-    return _ImageInputs(ImageDataset(images, train_transform(preprocess, config.augment)), split, device, config.workers)
+        return CachedInputs(outputs, images.labels)
+    return ImageInputs(ImageDataset(images, train_transform(preprocess, config.augment)), split, device, config.workers)
 
 
-def _train(config: TrainConfig, run_dir: Path, split: _SplitModel, train_images: LabelledImages, device: str, resuming: bool) -> dict[str, Any]:
+def _train(config: TrainConfig, run_dir: Path, split: SplitModel, train_images: LabelledImages, device: str, resuming: bool) -> dict[str, Any]:
     """The optimisation loop; returns the summary of this session's training."""
     inputs = _training_inputs(config, split, train_images, device)
     batch_size = min(config.batch_size, len(train_images))
     iterations_per_epoch = len(train_images) // batch_size
     total_iterations = config.epochs * iterations_per_epoch
     save_every = config.save_every or iterations_per_epoch
-    optimizer = _build_optimizer(config, split)
+    optimizer = build_optimizer(config, split.model.hash_layer, split.trained, config.lr)
     schedule, criterion, activation = config.beta_schedule(), config.loss(), config.activation()
 
     iteration = start_iteration = restore_train_state(run_dir, split.model, set(split.trained_tensors()), optimizer) if resuming else 0
@@ -355,7 +246,7 @@ def _train(config: TrainConfig, run_dir: Path, split: _SplitModel, train_images:
         for prefix_outputs, labels in progress:
             beta = schedule.beta_at(iteration)
             for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * _learning_rate_factor(config, iteration, total_iterations)
+                group["lr"] = group["initial_lr"] * learning_rate_factor(config.lr_schedule, iteration, total_iterations)
             codes = activation(split.logits(prefix_outputs.to(device, non_blocking=True)), beta)
             loss = criterion(codes, labels.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
@@ -387,7 +278,10 @@ def _train(config: TrainConfig, run_dir: Path, split: _SplitModel, train_images:
 def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> TrainResult:
     started = time.perf_counter()
     device = _resolve_device(config.device)
-    resuming = _prepare_resume(config, run_dir)
+    resuming = _resumable_state(config, run_dir)
+    resuming_warmup = config.warmup_epochs > 0 and _resumable_state(config, run_dir / WARMUP_DIR)
+    if config.resume and not (resuming or resuming_warmup):
+        log.warning("--resume: no saved state in %s, starting from scratch", run_dir)
     torch.manual_seed(config.seed)
     splits = splits if splits is not None else load_splits(config.data, config.data_dir)
     log.info("config %s", json.dumps(config.to_dict()))
@@ -398,8 +292,17 @@ def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> Train
     # Also when resuming: the saved state holds only the trained stages, not a frozen prefix loaded here.
     backbone_as_pretrained = _start_from_checkpoint(model, config) == HEAD_ONLY if config.init_from else True
     model = model.to(device)
-    split = _SplitModel(model, len(backbone.stages()) if config.mode == FROZEN else config.freeze_stages, config.frozen_bn_statistics)
+    warmup_summary = None
+    if config.warmup_epochs:
+        if resuming and not resuming_warmup:
+            raise ValueError(f"cannot resume {run_dir}: its HashNet state is saved but its warm-up state ({WARMUP_DIR}/) is missing")
+        warmup_split = SplitModel(model, config.freeze_stages, config.frozen_bn_statistics)
+        warmup_summary = warm_up_by_classification(config, run_dir, warmup_split, splits.train, device, resuming_warmup)
+        backbone_as_pretrained = False
+    split = SplitModel(model, len(backbone.stages()) if config.mode == FROZEN else config.freeze_stages, config.frozen_bn_statistics)
     summary = _train(config, run_dir, split, splits.train, device, resuming)
+    if warmup_summary is not None:
+        summary["warmup"] = warmup_summary
 
     head_only = config.mode == FROZEN and backbone.weights_file is not None and backbone_as_pretrained
     summary["checkpoint_kind"] = kind = HEAD_ONLY if head_only else FULL
@@ -443,8 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--freeze-stages", type=int, default=defaults["freeze_stages"], help="finetune: keep the first N backbone stages fixed")
     parser.add_argument(
         "--frozen-bn-statistics", action="store_true",
-        help="finetune: BatchNorm layers normalise with their pretrained statistics instead of updating them from the training batches",
+        help="finetune and the warm-up: BatchNorm layers normalise with their pretrained statistics instead of updating them from the training batches",
     )
+    parser.add_argument(
+        "--warmup-epochs", type=int, default=defaults["warmup_epochs"],
+        help="first fine-tune the backbone for this many epochs with a softmax over the training classes (model.warmup); 0: no warm-up",
+    )
+    parser.add_argument("--warmup-lr", type=float, default=defaults["warmup_lr"], help="the warm-up's backbone learning rate; its classifier gets 10x")
+    parser.add_argument("--warmup-batch-size", type=int, default=defaults["warmup_batch_size"])
+    parser.add_argument("--warmup-label-smoothing", type=float, default=defaults["warmup_label_smoothing"], help="the share of each softmax target spread over all classes")
     parser.add_argument("--cache-activations", action="store_true", help="finetune: compute the frozen stages' outputs once (implies --no-augment)")
     parser.add_argument("--init-from", help="start from this checkpoint's weights (same backbone and bits), e.g. a head trained with --mode frozen")
     parser.add_argument(

@@ -46,7 +46,13 @@ class TrainConfig:
     # Statistics from augmented batches of a small set can move features away from
     # a head trained on the pretrained ones: one epoch of them (weights untouched)
     # lowered the default grocery head's mAP from 0.739 to 0.604.
-    frozen_bn_statistics: bool = False  # finetune: BatchNorm keeps its running statistics (eval mode)
+    frozen_bn_statistics: bool = False  # finetune and warm-up: BatchNorm keeps its running statistics (eval mode)
+    # The classification warm-up (model.warmup): epochs of softmax fine-tuning of
+    # the backbone before HashNet trains; 0 skips it.
+    warmup_epochs: int = 0
+    warmup_lr: float = 5e-5  # the backbone's; the classifier gets 10x this
+    warmup_batch_size: int = 32
+    warmup_label_smoothing: float = 0.0  # the share of each target spread over all classes
     init_from: str | None = None  # a checkpoint (same backbone and bits) whose weights training starts from
     cache_activations: bool = False  # finetune: cache the frozen stages' outputs (needs augment off)
     per_class: int = 1  # batches from runs of this many images of one class (model.batch_order); 1: plain shuffle
@@ -77,6 +83,8 @@ class TrainConfig:
             raise ValueError("cached activations are computed once, without augmentation: turn augmentation off")
         if not 1 <= self.per_class <= self.batch_size:
             raise ValueError(f"per_class must be between 1 and the batch size ({self.batch_size}), got {self.per_class}")
+        if self.warmup_epochs < 0 or self.warmup_batch_size < 1 or not 0.0 <= self.warmup_label_smoothing < 1.0:
+            raise ValueError("need warmup_epochs >= 0, warmup_batch_size >= 1 and 0 <= warmup_label_smoothing < 1")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("need epochs >= 1 and batch_size >= 2 (the loss compares pairs)")
 

@@ -1,12 +1,14 @@
 """Real (tiny) training runs on grocery images: the loss falls, retrieval improves, runs resume."""
 import csv
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from model import warmup as model_warmup
 from model.backbones import create_backbone
 from model.checkpoint import FULL, HEAD_ONLY, read_metadata
 from model.continuation import FixedBeta
@@ -184,6 +186,68 @@ def test_resume_continues_exactly(tiny_grocery, cache_dir, tmp_path):
         run_training(replace(interrupted, bits=32, resume=True), tiny_grocery)
 
 
+def _warmup_config(tmp_path, cache_dir, **overrides) -> TrainConfig:
+    values = dict(warmup_epochs=3, warmup_batch_size=8, warmup_lr=1e-4, frozen_bn_statistics=True, lr_schedule="constant")
+    return _config(tmp_path, cache_dir, **{**values, **overrides})
+
+
+def test_warmup_classifies_then_hashes_on_the_tuned_backbone(tiny_grocery, cache_dir, untrained_map, tmp_path):
+    result = run_training(_warmup_config(tmp_path, cache_dir), tiny_grocery)
+    epochs = result.summary["warmup"]["epochs"]
+    assert len(epochs) == 3 and result.summary["warmup"]["iterations"] == 3 * (48 // 8)
+    assert epochs[-1]["mean_loss"] < 0.8 * epochs[0]["mean_loss"]
+    assert epochs[-1]["train_accuracy"] > epochs[0]["train_accuracy"]
+
+    # The warm-up changed the backbone, so the checkpoint carries it (BatchNorm statistics kept as asked).
+    metadata = read_metadata(result.checkpoint)
+    assert metadata["kind"] == FULL and metadata["training"]["warmup_epochs"] == 3
+    initial = create_backbone("efficientnet_lite0", input_size=IMAGE_SIZE).state_dict()
+    encoder = Encoder.from_checkpoint(result.checkpoint, device="cpu")
+    tuned = encoder._model.backbone.state_dict()
+    assert not torch.equal(initial["_blocks.0._depthwise_conv.weight"], tuned["_blocks.0._depthwise_conv.weight"])
+    assert all(torch.equal(initial[key], tuned[key]) for key in initial if key.endswith(("running_mean", "running_var")))
+
+    # The head trained on the tuned features, which the checkpoint reproduces.
+    trained_map = result.summary["quick_map"]["map_all"]
+    assert trained_map > untrained_map + 0.05
+    query = encoder.encode_images([load_image(p) for p in tiny_grocery.query.paths])
+    database = encoder.encode_images([load_image(p) for p in tiny_grocery.database.paths])
+    assert _trainers_map(query, tiny_grocery.query.labels, database, tiny_grocery.database.labels) == pytest.approx(trained_map)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_warmup_resumes_mid_stage_and_after_it(tiny_grocery, cache_dir, tmp_path, monkeypatch):
+    straight = run_training(_warmup_config(tmp_path / "a", cache_dir, epochs=4, evaluate=False), tiny_grocery)
+
+    # A crash right after the warm-up's first epoch is saved.
+    save = model_warmup.save_train_state
+
+    def save_then_crash(*args, **kwargs):
+        save(*args, **kwargs)
+        raise _Crash
+
+    interrupted = _warmup_config(tmp_path / "b", cache_dir, epochs=2, evaluate=False)
+    monkeypatch.setattr(model_warmup, "save_train_state", save_then_crash)
+    with pytest.raises(_Crash):
+        run_training(interrupted, tiny_grocery)
+    monkeypatch.undo()
+    resumed = run_training(replace(interrupted, resume=True), tiny_grocery)
+    assert [e["epoch"] for e in resumed.summary["warmup"]["epochs"]] == [2, 3]
+    assert resumed.summary["warmup"]["epochs"] == pytest.approx(straight.summary["warmup"]["epochs"][1:])
+
+    # Then more HashNet epochs: the finished warm-up is reloaded, not rerun, and the run ends where the straight one did.
+    extended = run_training(replace(interrupted, epochs=4, resume=True), tiny_grocery)
+    assert "reloaded_from" in extended.summary["warmup"]
+    assert extended.fingerprint == straight.fingerprint
+
+    shutil.rmtree(tmp_path / "b" / "run" / "warmup")
+    with pytest.raises(ValueError, match="warm-up state"):
+        run_training(replace(interrupted, resume=True), tiny_grocery)
+
+
 def test_cli_ablation_flags_select_the_parts(tmp_path):
     args = build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), "--no-weighting", "--fixed-beta", "2", "--sign-train"])
     config = config_from_args(args)
@@ -200,6 +264,16 @@ def test_cli_groups_batches_by_class(tmp_path):
     assert config_from_args(args).per_class == 4
     with pytest.raises(ValueError, match="per_class"):
         config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), "--per-class", "100"]))
+
+
+def test_cli_warmup_flags(tmp_path):
+    arguments = ["--data", "grocery", "--out", str(tmp_path), "--warmup-epochs", "6", "--warmup-lr", "2e-5", "--warmup-label-smoothing", "0.1"]
+    config = config_from_args(build_parser().parse_args(arguments))
+    assert (config.warmup_epochs, config.warmup_lr, config.warmup_label_smoothing, config.warmup_batch_size) == (6, 2e-5, 0.1, 32)
+    assert config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path)])).warmup_epochs == 0
+    for bad in (["--warmup-epochs", "-1"], ["--warmup-label-smoothing", "1.0"], ["--warmup-batch-size", "0"]):
+        with pytest.raises(ValueError, match="warmup"):
+            config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), *bad]))
 
 
 def test_cli_trains_from_a_list_file(tiny_grocery, cache_dir, tmp_path, capsys):
