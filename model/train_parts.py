@@ -55,7 +55,6 @@ class SplitModel:
         return tensors
 
 
-
 class CachedInputs:
     """Batches of precomputed prefix outputs."""
 
