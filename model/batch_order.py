@@ -34,3 +34,9 @@ def epoch_order(labels: np.ndarray, seed: int, epoch: int, per_class: int = 1) -
         members = torch.from_numpy(np.flatnonzero(first_label == label))
         runs.extend(members[torch.randperm(len(members), generator=generator)].split(per_class))
     return torch.cat([runs[i] for i in torch.randperm(len(runs), generator=generator).tolist()])
+
+
+def remaining_batches(order: torch.Tensor, batch_size: int, first_batch: int = 0) -> list[torch.Tensor]:
+    """The epoch's full batches from `first_batch` on: a resumed epoch skips those it
+    ran, and a ragged tail is left out so every batch has the same size."""
+    return [order[b * batch_size : (b + 1) * batch_size] for b in range(first_batch, len(order) // batch_size)]

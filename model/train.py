@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.backbones import create_backbone
-from model.batch_order import epoch_order
+from model.batch_order import epoch_order, remaining_batches
 from model.checkpoint import FULL, HEAD_ONLY, load_checkpoint, save_checkpoint
 from model.codes import codes_from_logits
 from model.cpu_memory import keep_freed_memory
@@ -59,7 +59,7 @@ from model.hashnet import HashNet
 from model.metrics import mean_average_precision
 from model.preprocess import eval_transform, train_transform
 from model.train_config import FINETUNE, FROZEN, MODE_DEFAULTS, TrainConfig
-from model.train_parts import CachedInputs, ImageInputs, SplitModel, build_optimizer, learning_rate_factor
+from model.train_parts import CachedInputs, ImageInputs, SplitModel, build_optimizer, schedule_learning_rates
 from model.train_state import read_train_state, restore_train_state, save_train_state
 from model.warmup import WARMUP_DIR, warm_up_by_classification
 
@@ -239,14 +239,13 @@ def _train(config: TrainConfig, run_dir: Path, split: SplitModel, train_images: 
     while iteration < total_iterations:
         epoch, first_batch = divmod(iteration, iterations_per_epoch)
         order = epoch_order(train_images.labels, config.seed, epoch, config.per_class)
-        batch_indices = [order[b * batch_size : (b + 1) * batch_size] for b in range(first_batch, iterations_per_epoch)]
+        batch_indices = remaining_batches(order, batch_size, first_batch)
         split.train()
         epoch_losses = []
         progress = tqdm(inputs.batches(batch_indices), total=len(batch_indices), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
         for prefix_outputs, labels in progress:
             beta = schedule.beta_at(iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * learning_rate_factor(config.lr_schedule, iteration, total_iterations)
+            schedule_learning_rates(optimizer, config.lr_schedule, iteration, total_iterations)
             codes = activation(split.logits(prefix_outputs.to(device, non_blocking=True)), beta)
             loss = criterion(codes, labels.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)

@@ -110,11 +110,11 @@ class ImageInputs:
             yield prefix_outputs, labels
 
 
-def learning_rate_factor(schedule: str, iteration: int, total: int) -> float:
-    """The multiplier of the initial learning rates at `iteration` of `total`: 1, or a cosine decay to 0."""
-    if schedule == "constant":
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * iteration / total))
+def schedule_learning_rates(optimizer: torch.optim.Optimizer, schedule: str, iteration: int, total: int) -> None:
+    """Set each group's rate for `iteration` of `total`: its initial rate, kept ("constant") or cosine-decayed to 0."""
+    factor = 1.0 if schedule == "constant" else 0.5 * (1.0 + math.cos(math.pi * iteration / total))
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
 
 
 def build_optimizer(config: TrainConfig, new_layer: nn.Module, trained_stages: nn.Module, lr: float) -> torch.optim.Optimizer:

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from model.batch_order import epoch_order
+from model.batch_order import epoch_order, remaining_batches
 from model.data import ImageDataset, LabelledImages
 from model.preprocess import train_transform
 from model.train_config import TrainConfig
-from model.train_parts import ImageInputs, SplitModel, build_optimizer, learning_rate_factor
+from model.train_parts import ImageInputs, SplitModel, build_optimizer, schedule_learning_rates
 from model.train_state import restore_train_state, save_train_state
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,13 @@ def warm_up_by_classification(
     while iteration < total_iterations:
         epoch, first_batch = divmod(iteration, iterations_per_epoch)
         order = epoch_order(images.labels, config.seed, epoch)
-        batch_indices = [order[b * batch_size : (b + 1) * batch_size] for b in range(first_batch, iterations_per_epoch)]
+        batch_indices = remaining_batches(order, batch_size, first_batch)
         split.train()
         classifier.train()
         losses, correct, seen = [], 0, 0
         progress = tqdm(inputs.batches(batch_indices), total=len(batch_indices), desc=f"warm-up {epoch + 1}/{config.warmup_epochs}", unit="batch", leave=False)
         for prefix_outputs, labels in progress:
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * learning_rate_factor(config.lr_schedule, iteration, total_iterations)
+            schedule_learning_rates(optimizer, config.lr_schedule, iteration, total_iterations)
             labels = labels.to(device, non_blocking=True)
             class_logits = classifier(split.trained(prefix_outputs.to(device, non_blocking=True)))
             loss = F.cross_entropy(class_logits, _class_targets(labels), label_smoothing=config.warmup_label_smoothing)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.batch_order import epoch_order
+from model.batch_order import epoch_order, remaining_batches
 from model.train_config import TrainConfig
 
 
@@ -52,3 +52,10 @@ def test_per_class_is_checked():
         epoch_order(_one_hot([0, 1], 2), seed=0, epoch=0, per_class=0)
     with pytest.raises(ValueError, match="per_class"):
         TrainConfig(data="grocery", out="runs/x", batch_size=8, per_class=9)
+
+
+def test_remaining_batches_skip_the_ones_run_and_drop_the_ragged_tail():
+    order = torch.arange(10)
+    assert [b.tolist() for b in remaining_batches(order, 3)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert [b.tolist() for b in remaining_batches(order, 3, first_batch=2)] == [[6, 7, 8]]
+    assert remaining_batches(order, 3, first_batch=3) == []
