@@ -143,7 +143,7 @@ GROCERY_FROM_HEAD_ROWS = {
 # Grocery with a softmax warm-up (model.warmup): Lite2 at 320 px, every stage fine-tuned for 6 epochs of batches
 # of 32 with a softmax over the 81 classes (learning rate 5e-5, the classifier 10x, BatchNorm statistics kept),
 # then the default head recipe on the tuned backbone's frozen features.
-GROCERY_WARMUP = {"grocery-lite2-warmup-ls-64": "0.1"}  # row id -> label smoothing
+GROCERY_WARMUP = {"grocery-lite2-warmup-ls-64": "0.1", "grocery-lite2-warmup-64": "0.0"}  # row id -> label smoothing
 
 
 def grocery_warmup(label_smoothing: str) -> list[str]:
