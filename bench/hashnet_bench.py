@@ -152,6 +152,11 @@ class Warmup:
         return [*grocery_frozen(320), "--warmup-epochs", str(self.epochs), "--warmup-label-smoothing",
                 self.label_smoothing, "--frozen-bn-statistics"]
 
+    def note(self) -> str:
+        return (f"softmax warm-up of EfficientNet-Lite2 (every stage, 320 px, augmented, {self.epochs} epochs, batches of "
+                f"32, learning rate 5e-5, label smoothing {self.label_smoothing}, BatchNorm statistics kept), then a head "
+                "(as the default) on its features")
+
 
 GROCERY_WARMUP = {
     "grocery-lite2-warmup-ls-64": Warmup("0.1"), "grocery-lite2-warmup-64": Warmup("0.0"),
@@ -245,10 +250,7 @@ def rows() -> list[Row]:
                          backbone=recipe.backbone))
     for row_id, warmup in GROCERY_WARMUP.items():
         table.append(Row(row_id, "grocery", "grocery", 64, warmup.train_arguments(), mode="frozen",
-                         backbone="efficientnet_lite2",
-                         note=f"softmax warm-up of EfficientNet-Lite2 (every stage, 320 px, augmented, {warmup.epochs} epochs, "
-                              f"batches of 32, learning rate 5e-5, label smoothing {warmup.label_smoothing}, BatchNorm "
-                              "statistics kept), then a head (as the default) on its features"))
+                         backbone="efficientnet_lite2", note=warmup.note()))
     # The grocery "full" ablation row is model/default itself: its README's command is grocery_frozen() at 64 bits
     # (seed 0, deterministic: a second run reproduced it bit for bit), so it is not trained again.
     for variant, flags in ABLATIONS.items():

@@ -25,7 +25,7 @@ Examples:
       --init-from model/default --frozen-bn-statistics --out runs/grocery-lpft-64
   # a softmax warm-up of the whole backbone, then a HashNet head on its features (a full checkpoint)
   python -m model.train --data grocery --mode frozen --backbone efficientnet_lite2 --image-size 320 --epochs 1000 \
-      --warmup-epochs 6 --frozen-bn-statistics --out runs/grocery-lite2-warmup-64
+      --warmup-epochs 10 --warmup-label-smoothing 0.1 --frozen-bn-statistics --out runs/grocery-lite2-warmup-ls-e10-64
 
 The default checkpoint in model/default/ comes from the command in
 model/default/README.md.
