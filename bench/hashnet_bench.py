@@ -447,7 +447,7 @@ def _cifar_by_length(records: dict[str, dict[str, Any]], prefix: str) -> list[st
                      _f(itq_pre), _f(_metric(hashnet_row, "itq", "mAP@all")), _f(_metric(frozen, "lsh", "mAP@all")),
                      _f(_metric(frozen, "hashnet", "mAP@all")), _f(_metric(frozen, "cosine", "mAP@all")),
                      _f(_metric(hashnet_row, "cosine", "mAP@all")), _f(gap),
-                     _minutes(hashnet_row.get("train", {}).get("training_seconds"))])
+                     _minutes(_training_seconds(hashnet_row.get("train", {})))])
     if not body:
         return []
     return markdown_table(["bits", "HashNet mAP@all", "HashNet mAP@1000", "HashNet P@H<=2", "HashNet P@1",
