@@ -175,7 +175,8 @@ GROCERY_WARMUP = {
 # after 3 warm-up epochs), 20 epochs as they train; the head as the frozen rows train theirs, 1,000 epochs.
 CIFAR_WARMUP_HEAD = dict(head=("--mode", "frozen", "--image-size", "128", "--epochs", "1000", "--eval-db-limit", "3000"),
                          image_size=128, lr="1e-3", kept_statistics=False)
-CIFAR_WARMUP = {"c10-lite2-warmup-ls-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=20)}
+CIFAR_WARMUP = {"c10-lite2-warmup-ls-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=20),
+                "c10-lite2-warmup-ls-e30-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=30)}
 
 
 BASELINES = ["--baselines", "lsh,itq,cosine"]
