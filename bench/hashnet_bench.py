@@ -148,16 +148,16 @@ GROCERY_FROM_HEAD_ROWS = {
 @dataclass(frozen=True)
 class Warmup:
     label_smoothing: str
-    head: tuple[str, ...]  # the frozen-mode arguments of the head stage, input size included
     image_size: int
+    head_extra: tuple[str, ...] = ()  # the head stage's arguments beyond the default head recipe (grocery_frozen)
     epochs: int = 6
     lr: str = "5e-5"
     kept_statistics: bool = True
 
     def train_arguments(self) -> list[str]:
         statistics = ["--frozen-bn-statistics"] if self.kept_statistics else []
-        return [*self.head, "--warmup-epochs", str(self.epochs), "--warmup-lr", self.lr, "--warmup-label-smoothing",
-                self.label_smoothing, *statistics]
+        return [*grocery_frozen(self.image_size), *self.head_extra, "--warmup-epochs", str(self.epochs),
+                "--warmup-lr", self.lr, "--warmup-label-smoothing", self.label_smoothing, *statistics]
 
     def note(self) -> str:
         return (f"softmax warm-up of EfficientNet-Lite2 (every stage, {self.image_size} px, augmented, {self.epochs} "
@@ -165,16 +165,13 @@ class Warmup:
                 f"statistics {'kept' if self.kept_statistics else 'updated'}), then a head (as the default) on its features")
 
 
-GROCERY_WARMUP_HEAD = dict(head=tuple(grocery_frozen(320)), image_size=320)
 GROCERY_WARMUP = {
-    "grocery-lite2-warmup-ls-64": Warmup("0.1", **GROCERY_WARMUP_HEAD),
-    "grocery-lite2-warmup-64": Warmup("0.0", **GROCERY_WARMUP_HEAD),
-    "grocery-lite2-warmup-ls-e10-64": Warmup("0.1", **GROCERY_WARMUP_HEAD, epochs=10),
+    "grocery-lite2-warmup-ls-64": Warmup("0.1", 320), "grocery-lite2-warmup-64": Warmup("0.0", 320),
+    "grocery-lite2-warmup-ls-e10-64": Warmup("0.1", 320, epochs=10),
 }
 # CIFAR-10 at 128 px: the end-to-end runs' learning rate (1e-3 beat 3e-4 here too: quick mAP 0.734 against 0.695
 # after 3 warm-up epochs), 20 epochs as they train; the head as the frozen rows train theirs, 1,000 epochs.
-CIFAR_WARMUP_HEAD = dict(head=("--mode", "frozen", "--image-size", "128", "--epochs", "1000", "--eval-db-limit", "3000"),
-                         image_size=128, lr="1e-3", kept_statistics=False)
+CIFAR_WARMUP_HEAD = dict(image_size=128, head_extra=("--eval-db-limit", "3000"), lr="1e-3", kept_statistics=False)
 CIFAR_WARMUP = {"c10-lite2-warmup-ls-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=20),
                 "c10-lite2-warmup-ls-e30-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=30)}
 
