@@ -58,7 +58,7 @@ from model.feature_cache import cached_outputs
 from model.hashnet import HashNet
 from model.metrics import mean_average_precision
 from model.preprocess import eval_transform, train_transform
-from model.train_config import FINETUNE, FROZEN, MODE_DEFAULTS, TrainConfig
+from model.train_config import FINETUNE, FROZEN, MODE_DEFAULTS, OPTIMIZERS, TrainConfig
 from model.train_parts import CachedInputs, ImageInputs, SplitModel, build_optimizer, schedule_learning_rates
 from model.train_state import read_train_state, restore_train_state, save_train_state
 from model.warmup import WARMUP_DIR, warm_up_by_classification
@@ -226,7 +226,7 @@ def _train(config: TrainConfig, run_dir: Path, split: SplitModel, train_images: 
     iterations_per_epoch = len(train_images) // batch_size
     total_iterations = config.epochs * iterations_per_epoch
     save_every = config.save_every or iterations_per_epoch
-    optimizer = build_optimizer(config, split.model.hash_layer, split.trained, config.lr)
+    optimizer = build_optimizer(config.optimizer, config.weight_decay, split.model.hash_layer, split.trained, config.lr)
     schedule, criterion, activation = config.beta_schedule(), config.loss(), config.activation()
 
     iteration = start_iteration = restore_train_state(run_dir, split.model, set(split.trained_tensors()), optimizer) if resuming else 0
@@ -296,7 +296,8 @@ def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> Train
         if resuming and not resuming_warmup:
             raise ValueError(f"cannot resume {run_dir}: its HashNet state is saved but its warm-up state ({WARMUP_DIR}/) is missing")
         warmup_split = SplitModel(model, config.freeze_stages, config.frozen_bn_statistics)
-        warmup_summary = warm_up_by_classification(config, run_dir, warmup_split, splits.train, device, resuming_warmup)
+        held_out = splits.query if config.evaluate else None
+        warmup_summary = warm_up_by_classification(config, run_dir, warmup_split, splits.train, device, resuming_warmup, held_out)
         backbone_as_pretrained = False
     split = SplitModel(model, len(backbone.stages()) if config.mode == FROZEN else config.freeze_stages, config.frozen_bn_statistics)
     summary = _train(config, run_dir, split, splits.train, device, resuming)
@@ -336,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=[FINETUNE, FROZEN], default=defaults["mode"])
     parser.add_argument("--epochs", type=int, help=f"default {_per_mode('epochs')}; with --resume, a new total")
     parser.add_argument("--batch-size", type=int, help=f"default {_per_mode('batch_size')}")
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults["optimizer"])
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"])
     parser.add_argument("--lr", type=float, default=defaults["lr"], help="backbone learning rate; the hash layer gets 10x")
     parser.add_argument("--weight-decay", type=float, default=defaults["weight_decay"])
     parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default=defaults["lr_schedule"])
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-lr", type=float, default=defaults["warmup_lr"], help="the warm-up's backbone learning rate; its classifier gets 10x")
     parser.add_argument("--warmup-batch-size", type=int, default=defaults["warmup_batch_size"])
     parser.add_argument("--warmup-label-smoothing", type=float, default=defaults["warmup_label_smoothing"], help="the share of each softmax target spread over all classes")
+    parser.add_argument("--warmup-optimizer", choices=OPTIMIZERS, help="the warm-up's optimizer (default: --optimizer's)")
     parser.add_argument("--cache-activations", action="store_true", help="finetune: compute the frozen stages' outputs once (implies --no-augment)")
     parser.add_argument("--init-from", help="start from this checkpoint's weights (same backbone and bits), e.g. a head trained with --mode frozen")
     parser.add_argument(

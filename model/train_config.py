@@ -10,6 +10,7 @@ from model.loss import PairwiseLikelihoodLoss, class_balanced_weights, uniform_w
 
 FINETUNE = "finetune"
 FROZEN = "frozen"
+OPTIMIZERS = ("adam", "sgd")
 
 # Per-mode defaults of the CLI. Frozen training is cheap per iteration, and
 # large batches hold more similar pairs: on grocery (224 px, 64 bits) 600
@@ -53,6 +54,7 @@ class TrainConfig:
     warmup_lr: float = 5e-5  # the backbone's; the classifier gets 10x this
     warmup_batch_size: int = 32
     warmup_label_smoothing: float = 0.0  # the share of each target spread over all classes
+    warmup_optimizer: str | None = None  # adam | sgd; None: the main stage's (optimizer)
     init_from: str | None = None  # a checkpoint (same backbone and bits) whose weights training starts from
     cache_activations: bool = False  # finetune: cache the frozen stages' outputs (needs augment off)
     per_class: int = 1  # batches from runs of this many images of one class (model.batch_order); 1: plain shuffle
@@ -75,8 +77,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in (FINETUNE, FROZEN):
             raise ValueError(f"mode must be {FINETUNE!r} or {FROZEN!r}, got {self.mode!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.warmup_optimizer not in (*OPTIMIZERS, None):
+            raise ValueError(f"warmup_optimizer must be one of {OPTIMIZERS} or None, got {self.warmup_optimizer!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.cache_activations and self.augment and self.mode == FINETUNE:
@@ -87,6 +91,10 @@ class TrainConfig:
             raise ValueError("need warmup_epochs >= 0, warmup_batch_size >= 1 and 0 <= warmup_label_smoothing < 1")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("need epochs >= 1 and batch_size >= 2 (the loss compares pairs)")
+
+    @property
+    def warmup_optimizer_kind(self) -> str:
+        return self.warmup_optimizer or self.optimizer
 
     @property
     def uses_cache(self) -> bool:

@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader
 from model.data import ImageDataset
 from model.feature_cache import prefix_name
 from model.hashnet import HashNet
-from model.train_config import TrainConfig
 
 # Layers trained from scratch (the hash layer, a warm-up classifier) learn at
 # this multiple of the pretrained backbone's rate, as in the paper.
@@ -117,8 +116,8 @@ def schedule_learning_rates(optimizer: torch.optim.Optimizer, schedule: str, ite
         group["lr"] = group["initial_lr"] * factor
 
 
-def build_optimizer(config: TrainConfig, new_layer: nn.Module, trained_stages: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """The configured optimizer over a layer trained from scratch (at NEW_LAYER_LR_MULTIPLIER x lr)
+def build_optimizer(kind: str, weight_decay: float, new_layer: nn.Module, trained_stages: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """An optimizer of `kind` (adam | sgd) over a layer trained from scratch (at NEW_LAYER_LR_MULTIPLIER x lr)
     and the backbone stages being fine-tuned (at lr); each group remembers its initial rate for the schedule."""
     groups = [{"params": list(new_layer.parameters()), "lr": lr * NEW_LAYER_LR_MULTIPLIER}]
     backbone_params = [p for p in trained_stages.parameters() if p.requires_grad]
@@ -126,6 +125,6 @@ def build_optimizer(config: TrainConfig, new_layer: nn.Module, trained_stages: n
         groups.append({"params": backbone_params, "lr": lr})
     for group in groups:
         group["initial_lr"] = group["lr"]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
-    return torch.optim.Adam(groups, lr=lr, weight_decay=config.weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)

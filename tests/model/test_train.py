@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from model import warmup as model_warmup
 from model.backbones import create_backbone
@@ -214,6 +215,13 @@ def test_warmup_classifies_then_hashes_on_the_tuned_backbone(tiny_grocery, cache
     database = encoder.encode_images([load_image(p) for p in tiny_grocery.database.paths])
     assert _trainers_map(query, tiny_grocery.query.labels, database, tiny_grocery.database.labels) == pytest.approx(trained_map)
 
+    # The classifier's accuracy on the queries, recomputed from its saved weights and the checkpoint's backbone.
+    classifier = load_file(str(tmp_path / "run" / "warmup" / "state" / "state.safetensors"))
+    features = torch.from_numpy(encoder.features(torch.stack([encoder.preprocess_image(load_image(p)) for p in tiny_grocery.query.paths])))
+    predicted = (features @ classifier["model.classifier.weight"].T + classifier["model.classifier.bias"]).argmax(dim=1).numpy()
+    expected = tiny_grocery.query.labels[np.arange(len(predicted)), predicted].mean()
+    assert result.summary["warmup"]["held_out_accuracy"] == pytest.approx(expected)
+
 
 class _Crash(Exception):
     pass
@@ -271,7 +279,13 @@ def test_cli_warmup_flags(tmp_path):
     arguments = ["--data", "grocery", "--out", str(tmp_path), "--warmup-epochs", "6", "--warmup-lr", "2e-5", "--warmup-label-smoothing", "0.1"]
     config = config_from_args(build_parser().parse_args(arguments))
     assert (config.warmup_epochs, config.warmup_lr, config.warmup_label_smoothing, config.warmup_batch_size) == (6, 2e-5, 0.1, 32)
-    assert config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path)])).warmup_epochs == 0
+    assert config.warmup_optimizer_kind == "adam"
+    default = config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path)]))
+    assert default.warmup_epochs == 0
+    sgd = config_from_args(build_parser().parse_args([*arguments, "--warmup-optimizer", "sgd"]))
+    assert (sgd.optimizer, sgd.warmup_optimizer_kind) == ("adam", "sgd")
+    with pytest.raises(ValueError, match="warmup_optimizer"):
+        replace(config, warmup_optimizer="lbfgs")
     for bad in (["--warmup-epochs", "-1"], ["--warmup-label-smoothing", "1.0"], ["--warmup-batch-size", "0"]):
         with pytest.raises(ValueError, match="warmup"):
             config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), *bad]))

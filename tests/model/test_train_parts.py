@@ -4,12 +4,10 @@ import torch
 from torch import nn
 
 from model.train_parts import NEW_LAYER_LR_MULTIPLIER, build_optimizer, schedule_learning_rates
-from model.train_config import TrainConfig
 
 
 def _optimizer(lr: float) -> torch.optim.Optimizer:
-    config = TrainConfig(data="grocery", out="unused")
-    return build_optimizer(config, nn.Linear(4, 2), nn.Sequential(nn.Linear(3, 4)), lr)
+    return build_optimizer("adam", 0.0, nn.Linear(4, 2), nn.Sequential(nn.Linear(3, 4)), lr)
 
 
 def test_constant_schedule_keeps_each_groups_initial_rate():
