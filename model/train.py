@@ -355,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-lr", type=float, default=defaults["warmup_lr"], help="the warm-up's backbone learning rate; its classifier gets 10x")
     parser.add_argument("--warmup-batch-size", type=int, default=defaults["warmup_batch_size"])
     parser.add_argument("--warmup-label-smoothing", type=float, default=defaults["warmup_label_smoothing"], help="the share of each softmax target spread over all classes")
+    parser.add_argument("--warmup-cutmix", type=float, default=defaults["warmup_cutmix"], help="CutMix the warm-up's batches with this Beta(alpha, alpha); 0: off")
     parser.add_argument("--warmup-optimizer", choices=OPTIMIZERS, help="the warm-up's optimizer (default: --optimizer's)")
     parser.add_argument("--cache-activations", action="store_true", help="finetune: compute the frozen stages' outputs once (implies --no-augment)")
     parser.add_argument("--init-from", help="start from this checkpoint's weights (same backbone and bits), e.g. a head trained with --mode frozen")

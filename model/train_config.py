@@ -55,6 +55,7 @@ class TrainConfig:
     warmup_batch_size: int = 32
     warmup_label_smoothing: float = 0.0  # the share of each target spread over all classes
     warmup_optimizer: str | None = None  # adam | sgd; None: the main stage's (optimizer)
+    warmup_cutmix: float = 0.0  # CutMix's Beta(alpha, alpha) for the warm-up's batches (model.cutmix); 0: off
     init_from: str | None = None  # a checkpoint (same backbone and bits) whose weights training starts from
     cache_activations: bool = False  # finetune: cache the frozen stages' outputs (needs augment off)
     per_class: int = 1  # batches from runs of this many images of one class (model.batch_order); 1: plain shuffle
@@ -87,8 +88,8 @@ class TrainConfig:
             raise ValueError("cached activations are computed once, without augmentation: turn augmentation off")
         if not 1 <= self.per_class <= self.batch_size:
             raise ValueError(f"per_class must be between 1 and the batch size ({self.batch_size}), got {self.per_class}")
-        if self.warmup_epochs < 0 or self.warmup_batch_size < 1 or not 0.0 <= self.warmup_label_smoothing < 1.0:
-            raise ValueError("need warmup_epochs >= 0, warmup_batch_size >= 1 and 0 <= warmup_label_smoothing < 1")
+        if self.warmup_epochs < 0 or self.warmup_batch_size < 1 or not 0.0 <= self.warmup_label_smoothing < 1.0 or self.warmup_cutmix < 0:
+            raise ValueError("need warmup_epochs >= 0, warmup_batch_size >= 1, 0 <= warmup_label_smoothing < 1 and warmup_cutmix >= 0")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("need epochs >= 1 and batch_size >= 2 (the loss compares pairs)")
 

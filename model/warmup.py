@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.batch_order import epoch_order, remaining_batches
+from model.cutmix import cut_and_mix
 from model.data import ImageDataset, LabelledImages
 from model.encoder import inference_batch_size
 from model.preprocess import eval_transform, train_transform
@@ -128,8 +129,11 @@ def _train_classifier(
         for prefix_outputs, labels in progress:
             schedule_learning_rates(optimizer, config.lr_schedule, iteration, total_iterations)
             labels = labels.to(device, non_blocking=True)
-            class_logits = classifier(split.trained(prefix_outputs.to(device, non_blocking=True)))
-            loss = F.cross_entropy(class_logits, _class_targets(labels), label_smoothing=config.warmup_label_smoothing)
+            inputs_batch, targets = prefix_outputs.to(device, non_blocking=True), _class_targets(labels)
+            if config.warmup_cutmix:
+                inputs_batch, targets = cut_and_mix(inputs_batch, targets, config.warmup_cutmix, config.seed, iteration)
+            class_logits = classifier(split.trained(inputs_batch))
+            loss = F.cross_entropy(class_logits, targets, label_smoothing=config.warmup_label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

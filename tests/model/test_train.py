@@ -228,7 +228,8 @@ class _Crash(Exception):
 
 
 def test_warmup_resumes_mid_stage_and_after_it(tiny_grocery, cache_dir, tmp_path, monkeypatch):
-    straight = run_training(_warmup_config(tmp_path / "a", cache_dir, epochs=4, evaluate=False), tiny_grocery)
+    # With CutMix: its draws, too, must repeat when a run resumes.
+    straight = run_training(_warmup_config(tmp_path / "a", cache_dir, epochs=4, evaluate=False, warmup_cutmix=1.0), tiny_grocery)
 
     # A crash right after the warm-up's first epoch is saved.
     save = model_warmup.save_train_state
@@ -237,7 +238,7 @@ def test_warmup_resumes_mid_stage_and_after_it(tiny_grocery, cache_dir, tmp_path
         save(*args, **kwargs)
         raise _Crash
 
-    interrupted = _warmup_config(tmp_path / "b", cache_dir, epochs=2, evaluate=False)
+    interrupted = _warmup_config(tmp_path / "b", cache_dir, epochs=2, evaluate=False, warmup_cutmix=1.0)
     monkeypatch.setattr(model_warmup, "save_train_state", save_then_crash)
     with pytest.raises(_Crash):
         run_training(interrupted, tiny_grocery)
@@ -282,11 +283,12 @@ def test_cli_warmup_flags(tmp_path):
     assert config.warmup_optimizer_kind == "adam"
     default = config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path)]))
     assert default.warmup_epochs == 0
-    sgd = config_from_args(build_parser().parse_args([*arguments, "--warmup-optimizer", "sgd"]))
-    assert (sgd.optimizer, sgd.warmup_optimizer_kind) == ("adam", "sgd")
+    assert default.warmup_cutmix == 0.0
+    sgd = config_from_args(build_parser().parse_args([*arguments, "--warmup-optimizer", "sgd", "--warmup-cutmix", "1"]))
+    assert (sgd.optimizer, sgd.warmup_optimizer_kind, sgd.warmup_cutmix) == ("adam", "sgd", 1.0)
     with pytest.raises(ValueError, match="warmup_optimizer"):
         replace(config, warmup_optimizer="lbfgs")
-    for bad in (["--warmup-epochs", "-1"], ["--warmup-label-smoothing", "1.0"], ["--warmup-batch-size", "0"]):
+    for bad in (["--warmup-epochs", "-1"], ["--warmup-label-smoothing", "1.0"], ["--warmup-batch-size", "0"], ["--warmup-cutmix", "-1"]):
         with pytest.raises(ValueError, match="warmup"):
             config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), *bad]))
 
