@@ -153,14 +153,17 @@ class Warmup:
     epochs: int = 6
     lr: str = "5e-5"
     kept_statistics: bool = True
+    cutmix: str | None = None  # CutMix's alpha
 
     def train_arguments(self) -> list[str]:
         statistics = ["--frozen-bn-statistics"] if self.kept_statistics else []
+        cutmix = ["--warmup-cutmix", self.cutmix] if self.cutmix else []
         return [*grocery_frozen(self.image_size), *self.head_extra, "--warmup-epochs", str(self.epochs),
-                "--warmup-lr", self.lr, "--warmup-label-smoothing", self.label_smoothing, *statistics]
+                "--warmup-lr", self.lr, "--warmup-label-smoothing", self.label_smoothing, *cutmix, *statistics]
 
     def note(self) -> str:
-        return (f"softmax warm-up of EfficientNet-Lite2 (every stage, {self.image_size} px, augmented, {self.epochs} "
+        cutmix = f", CutMix alpha {self.cutmix}" if self.cutmix else ""
+        return (f"softmax warm-up of EfficientNet-Lite2 (every stage, {self.image_size} px, augmented{cutmix}, {self.epochs} "
                 f"epochs, batches of 32, learning rate {self.lr}, label smoothing {self.label_smoothing}, BatchNorm "
                 f"statistics {'kept' if self.kept_statistics else 'updated'}), then a head (as the default) on its features")
 
@@ -173,7 +176,8 @@ GROCERY_WARMUP = {
 # after 3 warm-up epochs), 20 epochs as they train; the head as the frozen rows train theirs, 1,000 epochs.
 CIFAR_WARMUP_HEAD = dict(image_size=128, head_extra=("--eval-db-limit", "3000"), lr="1e-3", kept_statistics=False)
 CIFAR_WARMUP = {"c10-lite2-warmup-ls-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=20),
-                "c10-lite2-warmup-ls-e30-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=30)}
+                "c10-lite2-warmup-ls-e30-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=30),
+                "c10-lite2-warmup-cutmix-e40-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=40, cutmix="1.0")}
 
 
 BASELINES = ["--baselines", "lsh,itq,cosine"]

@@ -8,7 +8,9 @@ backbone features once and trains only the hash layer: minutes on a CPU, and
 the head-only checkpoint the service ships.
 
 `--warmup-epochs N` first fine-tunes the backbone with a softmax over the
-classes (model.warmup), in either mode.
+classes (model.warmup), in either mode; `--warmup-lr`, `--warmup-optimizer`,
+`--warmup-label-smoothing` and `--warmup-cutmix` shape it, and the summary
+gives its classifier's accuracy on the query split (warmup.held_out_accuracy).
 
 Outputs in --out: train.log, history.csv (iteration, epoch, beta, loss for
 every iteration: the loss per continuation stage), state/ (resumable
