@@ -15,7 +15,8 @@ resumed run reloads it and goes straight on to HashNet.
 
 The classifier's accuracy on held-out images (the query split) bounds what
 the codes can reach: a query it misclassifies starts its ranking in the wrong
-class whatever the hashing does (CIFAR-10: 0.874 of the queries, mAP@all 0.792).
+class whatever the hashing does (CIFAR-10, 40 epochs with CutMix: 0.883 of the
+queries, mAP@all 0.797).
 """
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def _train_classifier(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-            correct += _correct(class_logits.detach(), labels)
+            correct += _correct(class_logits.detach(), labels)  # with CutMix: the mixed image against its own label
             seen += len(labels)
             progress.set_postfix(loss=f"{losses[-1]:.4f}")
             iteration += 1
