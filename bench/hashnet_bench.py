@@ -178,6 +178,7 @@ CIFAR_WARMUP_HEAD = dict(image_size=128, head_extra=("--eval-db-limit", "3000"),
 CIFAR_WARMUP = {"c10-lite2-warmup-ls-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=20),
                 "c10-lite2-warmup-ls-e30-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=30),
                 "c10-lite2-warmup-cutmix-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=20, cutmix="1.0"),
+                "c10-lite2-warmup-cutmix-e30-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=30, cutmix="1.0"),
                 "c10-lite2-warmup-cutmix-e40-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=40, cutmix="1.0")}
 
 
