@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.backbones import create_backbone
@@ -59,9 +58,9 @@ from model.encoder import default_device, inference_batch_size
 from model.feature_cache import cached_outputs
 from model.hashnet import HashNet
 from model.metrics import mean_average_precision
-from model.preprocess import eval_transform, train_transform
+from model.preprocess import train_transform
 from model.train_config import FINETUNE, FROZEN, MODE_DEFAULTS, OPTIMIZERS, TrainConfig
-from model.train_parts import CachedInputs, ImageInputs, SplitModel, build_optimizer, schedule_learning_rates
+from model.train_parts import CachedInputs, ImageInputs, SplitModel, build_optimizer, eval_prefix_batches, schedule_learning_rates
 from model.train_state import read_train_state, restore_train_state, save_train_state
 from model.warmup import WARMUP_DIR, warm_up_by_classification
 
@@ -155,8 +154,7 @@ def split_logits(split: SplitModel, config: TrainConfig, images: LabelledImages,
         )
         batches = (torch.from_numpy(np.array(outputs[i : i + batch_size])) for i in range(0, len(images), batch_size))
     else:
-        loader = DataLoader(ImageDataset(images, eval_transform(preprocess)), batch_size=batch_size, num_workers=config.workers)
-        batches = (split.frozen(images_batch.to(device)) for images_batch, _ in loader)
+        batches = (prefix_outputs for prefix_outputs, _ in eval_prefix_batches(split, images, device, config.workers))
     return torch.cat([split.logits(batch.to(device)).cpu() for batch in batches])
 
 

@@ -3,16 +3,18 @@ the batch sources, and the learning-rate schedule."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from model.data import ImageDataset
+from model.data import ImageDataset, LabelledImages
+from model.encoder import inference_batch_size
 from model.feature_cache import prefix_name
 from model.hashnet import HashNet
+from model.preprocess import eval_transform
 
 # Layers trained from scratch (the hash layer, a warm-up classifier) learn at
 # this multiple of the pretrained backbone's rate, as in the paper.
@@ -52,6 +54,18 @@ class SplitModel:
                 for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
                     tensors[f"{module_name}.{name}"] = tensor
         return tensors
+
+
+def eval_prefix_batches(split: SplitModel, images: LabelledImages, device: str, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(frozen-prefix outputs, labels) of `images` in order, through the deterministic eval preprocessing,
+    with the whole network in eval mode: what evaluation during training runs the trained stages on."""
+    split.model.eval()
+    preprocess = split.model.backbone.preprocess
+    loader = DataLoader(ImageDataset(images, eval_transform(preprocess)), batch_size=inference_batch_size(device, preprocess.input_size), num_workers=workers)
+    for batch, labels in loader:
+        with torch.no_grad():
+            prefix_outputs = split.frozen(batch.to(device))
+        yield prefix_outputs, labels
 
 
 class CachedInputs:

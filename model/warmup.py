@@ -29,16 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.batch_order import epoch_order, remaining_batches
 from model.cutmix import cut_and_mix
 from model.data import ImageDataset, LabelledImages
-from model.encoder import inference_batch_size
-from model.preprocess import eval_transform, train_transform
+from model.preprocess import train_transform
 from model.train_config import TrainConfig
-from model.train_parts import ImageInputs, SplitModel, build_optimizer, schedule_learning_rates
+from model.train_parts import ImageInputs, SplitModel, build_optimizer, eval_prefix_batches, schedule_learning_rates
 from model.train_state import restore_train_state, save_train_state
 
 log = logging.getLogger(__name__)
@@ -62,12 +60,9 @@ def _correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
 @torch.no_grad()
 def held_out_accuracy(split: SplitModel, classifier: nn.Linear, images: LabelledImages, device: str, workers: int) -> float:
     """The share of `images` the classifier gets right, through the deterministic eval preprocessing."""
-    split.model.eval()
     classifier.eval()
-    preprocess = split.model.backbone.preprocess
-    loader = DataLoader(ImageDataset(images, eval_transform(preprocess)), batch_size=inference_batch_size(device, preprocess.input_size), num_workers=workers)
-    correct = sum(_correct(classifier(split.trained(split.frozen(batch.to(device)))).cpu(), labels) for batch, labels in loader)
-    return correct / len(images)
+    batches = eval_prefix_batches(split, images, device, workers)
+    return sum(_correct(classifier(split.trained(prefix_outputs)).cpu(), labels) for prefix_outputs, labels in batches) / len(images)
 
 
 def _state_tensors(split: SplitModel, classifier: nn.Linear) -> dict[str, torch.Tensor]:
@@ -100,7 +95,7 @@ def warm_up_by_classification(
         log.info("warm-up: finished state reloaded from %s", state_dir)
         summary = {"iterations": total_iterations, "reloaded_from": str(state_dir)}
     else:
-        summary = _train_classifier(config, state_dir, split, classifier, optimizer, images, device, iteration, batch_size)
+        summary = _train_classifier(config, state_dir, split, classifier, optimizer, images, device, iteration, batch_size, total_iterations)
     if held_out is not None and len(held_out):
         summary["held_out_accuracy"] = held_out_accuracy(split, classifier, held_out, device, config.workers)
         log.info("warm-up: the classifier gets %.3f of %d held-out images right", summary["held_out_accuracy"], len(held_out))
@@ -109,11 +104,11 @@ def warm_up_by_classification(
 
 def _train_classifier(
     config: TrainConfig, state_dir: Path, split: SplitModel, classifier: nn.Linear, optimizer: torch.optim.Optimizer,
-    images: LabelledImages, device: str, iteration: int, batch_size: int,
+    images: LabelledImages, device: str, iteration: int, batch_size: int, total_iterations: int,
 ) -> dict[str, Any]:
-    """The softmax loop in batches of `batch_size` from `iteration` on, saving a resumable state after every epoch."""
-    iterations_per_epoch = len(images) // batch_size
-    total_iterations = config.warmup_epochs * iterations_per_epoch
+    """The softmax loop in batches of `batch_size` from `iteration` to `total_iterations`, saving a resumable
+    state after every epoch."""
+    iterations_per_epoch = total_iterations // config.warmup_epochs
     inputs = ImageInputs(ImageDataset(images, train_transform(split.model.backbone.preprocess, config.augment)), split, device, config.workers)
     log.info("warm-up: iterations %d to %d (%d epochs x %d batches of %d, %d classes)", iteration, total_iterations,
              config.warmup_epochs, iterations_per_epoch, batch_size, images.labels.shape[1])
