@@ -51,10 +51,11 @@ def _class_targets(labels: torch.Tensor) -> torch.Tensor:
     return labels / labels.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
-def _correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
-    """How many rows' top class is one of their labels."""
-    predicted = logits.argmax(dim=1)
-    return int(labels[torch.arange(len(labels), device=labels.device), predicted].sum().item())
+def count_correct(logits: torch.Tensor, targets: torch.Tensor) -> int:
+    """How many rows' top class holds the largest share of their target: one of their labels for
+    multi-hot rows, the larger of the two images' classes for a CutMix blend."""
+    predicted_share = targets[torch.arange(len(targets), device=targets.device), logits.argmax(dim=1)]
+    return int(((predicted_share > 0) & (predicted_share == targets.max(dim=1).values)).sum().item())
 
 
 @torch.no_grad()
@@ -62,7 +63,7 @@ def held_out_accuracy(split: SplitModel, classifier: nn.Linear, images: Labelled
     """The share of `images` the classifier gets right, through the deterministic eval preprocessing."""
     classifier.eval()
     batches = eval_prefix_batches(split, images, device, workers)
-    return sum(_correct(classifier(split.trained(prefix_outputs)).cpu(), labels) for prefix_outputs, labels in batches) / len(images)
+    return sum(count_correct(classifier(split.trained(prefix_outputs)).cpu(), labels) for prefix_outputs, labels in batches) / len(images)
 
 
 def _state_tensors(split: SplitModel, classifier: nn.Linear) -> dict[str, torch.Tensor]:
@@ -134,7 +135,7 @@ def _train_classifier(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-            correct += _correct(class_logits.detach(), labels)  # with CutMix: the mixed image against its own label
+            correct += count_correct(class_logits.detach(), targets)
             seen += len(labels)
             progress.set_postfix(loss=f"{losses[-1]:.4f}")
             iteration += 1
