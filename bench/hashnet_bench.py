@@ -181,7 +181,8 @@ CIFAR_WARMUP = {"c10-lite2-warmup-ls-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epo
                 "c10-lite2-warmup-cutmix-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=20, cutmix="1.0"),
                 "c10-lite2-warmup-cutmix-e30-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=30, cutmix="1.0"),
                 "c10-lite2-warmup-cutmix-e40-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=40, cutmix="1.0"),
-                "c10-lite2-warmup-fbn-e10-64": Warmup("0.1", **{**CIFAR_WARMUP_HEAD, "lr": "1e-4", "kept_statistics": True}, epochs=10)}
+                "c10-lite2-warmup-fbn-e10-64": Warmup("0.1", **{**CIFAR_WARMUP_HEAD, "lr": "1e-4", "kept_statistics": True}, epochs=10),
+                "c10-lite2-warmup-fbn224-e3-64": Warmup("0.1", **{**CIFAR_WARMUP_HEAD, "image_size": 224, "lr": "1e-4", "kept_statistics": True}, epochs=3)}
 
 
 BASELINES = ["--baselines", "lsh,itq,cosine"]
