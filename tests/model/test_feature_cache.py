@@ -18,16 +18,21 @@ def images(shared_data):
 
 
 @pytest.fixture
-def prefix():
-    return nn.Sequential(*create_backbone("efficientnet_lite0", input_size=IMAGE_SIZE).stages()[:2])
+def backbone():
+    return create_backbone("efficientnet_lite0", input_size=IMAGE_SIZE)
+
+
+@pytest.fixture
+def prefix(backbone):
+    return nn.Sequential(*backbone.stages()[:2])
 
 
 def _outputs(prefix, images, cache_dir, preprocess) -> np.ndarray:
     return np.array(cached_outputs(prefix, "lite0[:2]", preprocess, images, cache_dir, device="cpu", batch_size=3, workers=0))
 
 
-def test_the_cache_holds_the_prefix_of_each_eval_preprocessed_image(prefix, images, tmp_path):
-    preprocess = create_backbone("efficientnet_lite0", input_size=IMAGE_SIZE).preprocess
+def test_the_cache_holds_the_prefix_of_each_eval_preprocessed_image(backbone, prefix, images, tmp_path):
+    preprocess = backbone.preprocess
     cached = _outputs(prefix, images, tmp_path, preprocess)
     batch = torch.stack([preprocess_image(load_image(path), preprocess) for path in images.paths])
     with torch.inference_mode():
@@ -36,8 +41,8 @@ def test_the_cache_holds_the_prefix_of_each_eval_preprocessed_image(prefix, imag
     assert [path.name for path in tmp_path.iterdir()] == [next(tmp_path.glob("*.npy")).name]  # no temporary left
 
 
-def test_a_second_call_reads_the_file_and_other_weights_or_sizes_get_their_own(prefix, images, tmp_path):
-    preprocess = create_backbone("efficientnet_lite0", input_size=IMAGE_SIZE).preprocess
+def test_a_second_call_reads_the_file_and_other_weights_or_sizes_get_their_own(backbone, prefix, images, tmp_path):
+    preprocess = backbone.preprocess
     first = _outputs(prefix, images, tmp_path, preprocess)
     (cache_file,) = tmp_path.glob("*.npy")
     np.save(cache_file, np.zeros_like(first))  # a read, not a recomputation, returns what the file holds
