@@ -184,7 +184,8 @@ CIFAR_WARMUP = {"c10-lite2-warmup-ls-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epo
                 "c10-lite2-warmup-cutmix-e30-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=30, cutmix="1.0"),
                 "c10-lite2-warmup-cutmix-e40-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=40, cutmix="1.0"),
                 "c10-lite2-warmup-fbn-e10-64": Warmup("0.1", **CIFAR_KEPT_STATISTICS, epochs=10),
-                "c10-lite2-warmup-fbn224-e3-64": Warmup("0.1", **{**CIFAR_KEPT_STATISTICS, "image_size": 224}, epochs=3)}
+                "c10-lite2-warmup-fbn224-e3-64": Warmup("0.1", **{**CIFAR_KEPT_STATISTICS, "image_size": 224}, epochs=3),
+                "c10-lite2-warmup-fbn-cutmix-e20-64": Warmup("0.1", **CIFAR_KEPT_STATISTICS, epochs=20, cutmix="1.0")}
 
 
 BASELINES = ["--baselines", "lsh,itq,cosine"]

@@ -11,6 +11,8 @@ the head-only checkpoint the service ships.
 classes (model.warmup), in either mode; `--warmup-lr`, `--warmup-optimizer`,
 `--warmup-label-smoothing` and `--warmup-cutmix` shape it, and the summary
 gives its classifier's accuracy on the query split (warmup.held_out_accuracy).
+`--warmup-from RUN` reuses RUN's finished warm-up instead (same warm-up flags,
+any code length or HashNet settings): one tuned backbone, heads of every length.
 
 Outputs in --out: train.log, history.csv (iteration, epoch, beta, loss for
 every iteration: the loss per continuation stage), state/ (resumable
@@ -28,6 +30,10 @@ Examples:
   # a softmax warm-up of the whole backbone, then a HashNet head on its features (a full checkpoint)
   python -m model.train --data grocery --mode frozen --backbone efficientnet_lite2 --image-size 320 --epochs 1000 \
       --warmup-epochs 10 --warmup-label-smoothing 0.1 --frozen-bn-statistics --out runs/grocery-lite2-warmup-ls-e10-64
+  # a 32-bit head on that run's tuned backbone
+  python -m model.train --data grocery --mode frozen --backbone efficientnet_lite2 --image-size 320 --epochs 1000 --bits 32 \
+      --warmup-epochs 10 --warmup-label-smoothing 0.1 --frozen-bn-statistics --warmup-from runs/grocery-lite2-warmup-ls-e10-64 \
+      --out runs/grocery-lite2-warmup-ls-e10-32
 
 The default checkpoint in model/default/ comes from the command in
 model/default/README.md.
@@ -169,6 +175,10 @@ def quick_map(split: SplitModel, config: TrainConfig, splits: DataSplits, device
     return {"map_all": value, "queries": len(splits.query), "database": len(database)}
 
 
+def _described(differences: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{key}: saved {old!r}, now {new!r}" for key, (old, new) in differences.items())
+
+
 def _resumable_state(config: TrainConfig, state_parent: Path) -> bool:
     """True when --resume finds a state saved under state_parent; refuse one saved with a different recipe."""
     saved = read_train_state(state_parent) if config.resume else None
@@ -176,9 +186,20 @@ def _resumable_state(config: TrainConfig, state_parent: Path) -> bool:
         return False
     differences = config.differences_for_resume(TrainConfig.from_dict(saved.config))
     if differences:
-        described = ", ".join(f"{key}: saved {old!r}, now {new!r}" for key, (old, new) in differences.items())
-        raise ValueError(f"cannot resume {state_parent} with a different configuration ({described})")
+        raise ValueError(f"cannot resume {state_parent} with a different configuration ({_described(differences)})")
     return True
+
+
+def _check_reusable_warmup(config: TrainConfig) -> None:
+    """Refuse a --warmup-from run without a warm-up state or whose warm-up had another recipe
+    (whether it finished is checked when it is loaded)."""
+    warmup_dir = Path(config.warmup_from) / WARMUP_DIR
+    saved = read_train_state(warmup_dir)
+    if saved is None:
+        raise ValueError(f"--warmup-from {config.warmup_from}: no warm-up state in {warmup_dir}")
+    differences = config.warmup_differences(TrainConfig.from_dict(saved.config))
+    if differences:
+        raise ValueError(f"--warmup-from {config.warmup_from}: its warm-up had another recipe ({_described(differences)})")
 
 
 def _start_from_checkpoint(model: HashNet, config: TrainConfig) -> str:
@@ -278,7 +299,12 @@ def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> Train
     started = time.perf_counter()
     device = _resolve_device(config.device)
     resuming = _resumable_state(config, run_dir)
-    resuming_warmup = config.warmup_epochs > 0 and _resumable_state(config, run_dir / WARMUP_DIR)
+    if config.warmup_from:
+        _check_reusable_warmup(config)
+        warmup_parent, resuming_warmup = Path(config.warmup_from), True
+    else:
+        warmup_parent = run_dir
+        resuming_warmup = config.warmup_epochs > 0 and _resumable_state(config, run_dir / WARMUP_DIR)
     if config.resume and not (resuming or resuming_warmup):
         log.warning("--resume: no saved state in %s, starting from scratch", run_dir)
     torch.manual_seed(config.seed)
@@ -297,7 +323,7 @@ def _run(config: TrainConfig, run_dir: Path, splits: DataSplits | None) -> Train
             raise ValueError(f"cannot resume {run_dir}: its HashNet state is saved but its warm-up state ({WARMUP_DIR}/) is missing")
         warmup_split = SplitModel(model, config.freeze_stages, config.frozen_bn_statistics)
         held_out = splits.query if config.evaluate else None
-        warmup_summary = warm_up_by_classification(config, run_dir, warmup_split, splits.train, device, resuming_warmup, held_out)
+        warmup_summary = warm_up_by_classification(config, warmup_parent, warmup_split, splits.train, device, resuming_warmup, held_out)
         backbone_as_pretrained = False
     split = SplitModel(model, len(backbone.stages()) if config.mode == FROZEN else config.freeze_stages, config.frozen_bn_statistics)
     summary = _train(config, run_dir, split, splits.train, device, resuming)
@@ -357,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-label-smoothing", type=float, default=defaults["warmup_label_smoothing"], help="the share of each softmax target spread over all classes")
     parser.add_argument("--warmup-cutmix", type=float, default=defaults["warmup_cutmix"], help="CutMix the warm-up's batches with this Beta(alpha, alpha); 0: off")
     parser.add_argument("--warmup-optimizer", choices=OPTIMIZERS, help="the warm-up's optimizer (default: --optimizer's)")
+    parser.add_argument(
+        "--warmup-from", metavar="RUN",
+        help="reuse the finished warm-up of run directory RUN (trained with the same warm-up flags, which must be given too) instead of training one",
+    )
     parser.add_argument("--cache-activations", action="store_true", help="finetune: compute the frozen stages' outputs once (implies --no-augment)")
     parser.add_argument("--init-from", help="start from this checkpoint's weights (same backbone and bits), e.g. a head trained with --mode frozen")
     parser.add_argument(

@@ -21,6 +21,14 @@ MODE_DEFAULTS = {FINETUNE: {"epochs": 20, "batch_size": 64}, FROZEN: {"epochs": 
 # it runs, not what it learns.
 RESUMABLE_CHANGES = {"epochs", "workers", "device", "save_every", "resume", "evaluate", "eval_db_limit", "cache_dir"}
 
+# Fields only the HashNet stage reads: runs that differ in nothing else share
+# one warm-up (--warmup-from), e.g. heads of every code length on one tuned backbone.
+# The optimizer counts through warmup_optimizer_kind.
+HASHNET_STAGE_FIELDS = {
+    "out", "bits", "mode", "epochs", "batch_size", "optimizer", "lr", "cache_activations", "per_class", "weighting",
+    "continuation", "fixed_beta", "sign_train", "beta_step", "beta_gamma", "alpha", "warmup_from",
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -56,6 +64,7 @@ class TrainConfig:
     warmup_label_smoothing: float = 0.0  # the share of each target spread over all classes
     warmup_optimizer: str | None = None  # adam | sgd; None: the main stage's (optimizer)
     warmup_cutmix: float = 0.0  # CutMix's Beta(alpha, alpha) for the warm-up's batches (model.cutmix); 0: off
+    warmup_from: str | None = None  # a run directory whose finished warm-up (same warm-up recipe) replaces this run's own
     init_from: str | None = None  # a checkpoint (same backbone and bits) whose weights training starts from
     cache_activations: bool = False  # finetune: cache the frozen stages' outputs (needs augment off)
     per_class: int = 1  # batches from runs of this many images of one class (model.batch_order); 1: plain shuffle
@@ -90,6 +99,8 @@ class TrainConfig:
             raise ValueError(f"per_class must be between 1 and the batch size ({self.batch_size}), got {self.per_class}")
         if self.warmup_epochs < 0 or self.warmup_batch_size < 1 or not 0.0 <= self.warmup_label_smoothing < 1.0 or self.warmup_cutmix < 0:
             raise ValueError("need warmup_epochs >= 0, warmup_batch_size >= 1, 0 <= warmup_label_smoothing < 1 and warmup_cutmix >= 0")
+        if self.warmup_from is not None and self.warmup_epochs == 0:
+            raise ValueError("warmup_from needs the warm-up's recipe: give warmup_epochs and the other warm-up settings it was trained with")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("need epochs >= 1 and batch_size >= 2 (the loss compares pairs)")
 
@@ -122,5 +133,14 @@ class TrainConfig:
 
     def differences_for_resume(self, saved: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Fields that differ from a saved run's and may not change on resume."""
-        mine, theirs = self.to_dict(), saved.to_dict()
-        return {key: (theirs[key], mine[key]) for key in mine if key not in RESUMABLE_CHANGES and mine[key] != theirs[key]}
+        return _differences(self.to_dict(), saved.to_dict(), RESUMABLE_CHANGES)
+
+    def warmup_differences(self, saved: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """Fields that make a saved run's warm-up another recipe than this run's."""
+        mine, theirs = ({**config.to_dict(), "warmup_optimizer": config.warmup_optimizer_kind} for config in (self, saved))
+        return _differences(mine, theirs, RESUMABLE_CHANGES | HASHNET_STAGE_FIELDS)
+
+
+def _differences(mine: dict[str, Any], theirs: dict[str, Any], ignored: set[str]) -> dict[str, tuple[Any, Any]]:
+    """{field: (saved value, this value)} for the fields outside `ignored` that differ."""
+    return {key: (theirs[key], mine[key]) for key in mine if key not in ignored and mine[key] != theirs[key]}

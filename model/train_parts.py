@@ -45,9 +45,11 @@ class SplitModel:
     def logits(self, prefix_outputs: torch.Tensor) -> torch.Tensor:
         return self.model.hash_layer(self.trained(prefix_outputs))
 
-    def trained_tensors(self) -> dict[str, torch.Tensor]:
-        """The model's state entries that training changes (parameters and BatchNorm statistics)."""
-        trained_modules = {id(m) for part in (self.trained, self.model.hash_layer) for m in part.modules()}
+    def trained_tensors(self, with_hash_layer: bool = True) -> dict[str, torch.Tensor]:
+        """The model's state entries that training changes (parameters and BatchNorm statistics);
+        without the hash layer, those of the backbone alone (what a warm-up trains)."""
+        parts = (self.trained, self.model.hash_layer) if with_hash_layer else (self.trained,)
+        trained_modules = {id(m) for part in parts for m in part.modules()}
         tensors = {}
         for module_name, module in self.model.named_modules():
             if id(module) in trained_modules:

@@ -67,7 +67,7 @@ def held_out_accuracy(split: SplitModel, classifier: nn.Linear, images: Labelled
 
 
 def _state_tensors(split: SplitModel, classifier: nn.Linear) -> dict[str, torch.Tensor]:
-    tensors = {NETWORK_PREFIX + name: tensor for name, tensor in split.trained_tensors().items()}
+    tensors = {NETWORK_PREFIX + name: tensor for name, tensor in split.trained_tensors(with_hash_layer=False).items()}
     tensors.update({CLASSIFIER_PREFIX + name: tensor for name, tensor in classifier.state_dict().items()})
     return tensors
 
@@ -81,6 +81,7 @@ def warm_up_by_classification(
 
     `resuming` continues from (or, when it is finished, just reloads) the state
     saved in run_dir/warmup; the caller has checked it belongs to this recipe.
+    Another run's warm-up (config.warmup_from) is only ever reloaded.
     """
     state_dir = run_dir / WARMUP_DIR
     state_dir.mkdir(exist_ok=True)
@@ -95,6 +96,8 @@ def warm_up_by_classification(
     if iteration >= total_iterations:
         log.info("warm-up: finished state reloaded from %s", state_dir)
         summary = {"iterations": total_iterations, "reloaded_from": str(state_dir)}
+    elif config.warmup_from:
+        raise ValueError(f"--warmup-from {config.warmup_from}: its warm-up stopped at iteration {iteration} of {total_iterations}; finish it first (--resume)")
     else:
         summary = _train_classifier(config, state_dir, split, classifier, optimizer, images, device, iteration, batch_size, total_iterations)
     if held_out is not None and len(held_out):

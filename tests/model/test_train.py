@@ -258,6 +258,42 @@ def test_warmup_resumes_mid_stage_and_after_it(tiny_grocery, cache_dir, tmp_path
         run_training(replace(interrupted, resume=True), tiny_grocery)
 
 
+def test_a_finished_warmup_serves_heads_of_other_lengths(tiny_grocery, cache_dir, untrained_map, tmp_path, monkeypatch):
+    source = run_training(_warmup_config(tmp_path / "a", cache_dir, evaluate=False), tiny_grocery)
+    source_dir = tmp_path / "a" / "run"
+    # Another length and other HashNet settings: the warm-up is reloaded, not trained again or copied.
+    reused = run_training(_warmup_config(tmp_path / "b", cache_dir, bits=32, beta_step=100, warmup_from=str(source_dir)), tiny_grocery)
+    assert reused.summary["warmup"]["reloaded_from"] == str(source_dir / "warmup")
+    assert "epochs" not in reused.summary["warmup"] and not (tmp_path / "b" / "run" / "warmup").exists()
+    source_backbone = Encoder.from_checkpoint(source.checkpoint, device="cpu")._model.backbone.state_dict()
+    encoder = Encoder.from_checkpoint(reused.checkpoint, device="cpu")
+    assert encoder.bits == 32 and read_metadata(reused.checkpoint)["kind"] == FULL
+    assert all(torch.equal(tensor, encoder._model.backbone.state_dict()[key]) for key, tensor in source_backbone.items())
+    # A head trained on the reused backbone: it retrieves better than the untrained network.
+    assert reused.summary["quick_map"]["map_all"] > untrained_map + 0.05
+
+    with pytest.raises(ValueError, match="another recipe.*warmup_lr: saved 0.0001, now 0.001"):
+        run_training(_warmup_config(tmp_path / "c", cache_dir, warmup_lr=1e-3, warmup_from=str(source_dir)), tiny_grocery)
+    with pytest.raises(ValueError, match="no warm-up state"):
+        run_training(_warmup_config(tmp_path / "c", cache_dir, warmup_from=str(tmp_path / "b" / "run")), tiny_grocery)
+
+    # An unfinished warm-up (interrupted after its first epoch) is refused, and left as it was.
+    save = model_warmup.save_train_state
+
+    def save_then_crash(*args, **kwargs):
+        save(*args, **kwargs)
+        raise _Crash
+
+    monkeypatch.setattr(model_warmup, "save_train_state", save_then_crash)
+    with pytest.raises(_Crash):
+        run_training(_warmup_config(tmp_path / "d", cache_dir, evaluate=False), tiny_grocery)
+    monkeypatch.undo()
+    interrupted_state = (tmp_path / "d" / "run" / "warmup" / "state" / "state.json").read_text()
+    with pytest.raises(ValueError, match="stopped at iteration 6 of 18"):
+        run_training(_warmup_config(tmp_path / "e", cache_dir, warmup_from=str(tmp_path / "d" / "run")), tiny_grocery)
+    assert (tmp_path / "d" / "run" / "warmup" / "state" / "state.json").read_text() == interrupted_state
+
+
 def test_cli_ablation_flags_select_the_parts(tmp_path):
     args = build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), "--no-weighting", "--fixed-beta", "2", "--sign-train"])
     config = config_from_args(args)
@@ -288,6 +324,11 @@ def test_cli_warmup_flags(tmp_path):
     assert (sgd.optimizer, sgd.warmup_optimizer_kind, sgd.warmup_cutmix) == ("adam", "sgd", 1.0)
     with pytest.raises(ValueError, match="warmup_optimizer"):
         replace(config, warmup_optimizer="lbfgs")
+    reusing = config_from_args(build_parser().parse_args([*arguments, "--warmup-from", "runs/a", "--bits", "32", "--optimizer", "sgd", "--warmup-optimizer", "adam"]))
+    assert reusing.warmup_from == "runs/a" and reusing.warmup_differences(config) == {}
+    assert reusing.warmup_differences(replace(config, warmup_optimizer="sgd")) == {"warmup_optimizer": ("sgd", "adam")}
+    with pytest.raises(ValueError, match="warmup_from"):
+        config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), "--warmup-from", "runs/a"]))
     for bad in (["--warmup-epochs", "-1"], ["--warmup-label-smoothing", "1.0"], ["--warmup-batch-size", "0"], ["--warmup-cutmix", "-1"]):
         with pytest.raises(ValueError, match="warmup"):
             config_from_args(build_parser().parse_args(["--data", "grocery", "--out", str(tmp_path), *bad]))
