@@ -15,8 +15,8 @@ resumed run reloads it and goes straight on to HashNet.
 
 The classifier's accuracy on held-out images (the query split) bounds what
 the codes can reach: a query it misclassifies starts its ranking in the wrong
-class whatever the hashing does (CIFAR-10, 10 epochs with BatchNorm's
-statistics kept: 0.894 of the queries, mAP@all 0.834).
+class whatever the hashing does (CIFAR-10, 20 epochs with BatchNorm's
+statistics kept and CutMix: 0.903 of the queries, mAP@all 0.842 at 64 bits).
 """
 from __future__ import annotations
 
