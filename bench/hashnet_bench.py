@@ -268,6 +268,10 @@ def rows() -> list[Row]:
         table.append(Row(f"{prefix}-64", "cifar-extra", "cifar10", 64, cifar_end_to_end(recipe), eval_extra=tsne,
                          backbone=recipe.backbone))
     table.append(Row("c10-ft224-64", "cifar-extra", "cifar10", 64, CIFAR_FINETUNE_224, eval_extra=CIFAR_EVAL))
+    # Lite2's ImageNet features: the ITQ and LSH of the paper's comparison for the Lite2 rows.
+    for bits in (64, 48, 32, 16):
+        table.append(Row(f"c10-lite2-frozen-{bits}", "cifar-extra", "cifar10", bits, CIFAR_FROZEN, mode="frozen",
+                         backbone="efficientnet_lite2", note="head only on EfficientNet-Lite2's ImageNet features, 128 px"))
     table.append(Row("grocery-default", "grocery", "grocery", 64, None, checkpoint="model/default/hashnet-lite0-64.safetensors",
                      mode="frozen", note="model/default (as shipped)"))
     table.append(Row("grocery-ft-64", "grocery", "grocery", 64, GROCERY_FINETUNE, eval_extra=["--prefix-stages", "9"],
