@@ -516,13 +516,15 @@ def markdown(records: dict[str, dict[str, Any]], host: dict[str, Any]) -> str:
                           f"{recipe.lr} (the hash layer 10x)."
                   for prefix, recipe in CIFAR_END_TO_END.items()}
     warmed_up = {row_id.removesuffix("-64"): f"{warmup.note()}." for row_id, warmup in CIFAR_WARMUP.items()}
-    low_alpha = {"c10-lite2-warmup-fbn-cutmix-e20-a3.2": "as c10-lite2-warmup-fbn-cutmix-e20 with the head's alpha 3.2 / "
-                                                         "bits, on that row's warm-up (reused with --warmup-from, its time "
-                                                         "counted in the train time).",
-                 "c10-lite2-frozen": "the hash layer alone on EfficientNet-Lite2's ImageNet features, 128 px; its "
-                                     "(fine-tuned) columns hold those ImageNet features, the ITQ and LSH of the paper's "
-                                     "comparison for the Lite2 rows."}
-    for prefix, title in (*end_to_end.items(), *warmed_up.items(), *low_alpha.items(),
+    lite2_by_length = {
+        "c10-lite2-warmup-fbn-cutmix-e20-a3.2": "as c10-lite2-warmup-fbn-cutmix-e20 with the head's alpha 3.2 / bits, on "
+                                                "that row's warm-up (reused with --warmup-from, its time counted in the "
+                                                "train time).",
+        "c10-lite2-frozen": "the hash layer alone on EfficientNet-Lite2's ImageNet features, 128 px; its (fine-tuned) "
+                            "columns hold those ImageNet features, the ITQ and LSH of the paper's comparison for the "
+                            "Lite2 rows.",
+    }
+    for prefix, title in (*end_to_end.items(), *warmed_up.items(), *lite2_by_length.items(),
                           ("c10-ft", "HashNet with the first stages frozen: stem and blocks 0-7 keep their ImageNet "
                                      "weights (their outputs cached, no augmentation), blocks 8-15, the head "
                                      "convolution and the hash layer train, 12 epochs, 128 px."),

@@ -227,22 +227,27 @@ class _Crash(Exception):
     pass
 
 
-def test_warmup_resumes_mid_stage_and_after_it(tiny_grocery, cache_dir, tmp_path, monkeypatch):
-    # With CutMix: its draws, too, must repeat when a run resumes.
-    straight = run_training(_warmup_config(tmp_path / "a", cache_dir, epochs=4, evaluate=False, warmup_cutmix=1.0), tiny_grocery)
-
-    # A crash right after the warm-up's first epoch is saved.
+def _run_until_first_warmup_save(config: TrainConfig, splits: DataSplits, monkeypatch) -> None:
+    """Run `config` until it crashes right after the warm-up's first epoch is saved."""
     save = model_warmup.save_train_state
 
     def save_then_crash(*args, **kwargs):
         save(*args, **kwargs)
         raise _Crash
 
-    interrupted = _warmup_config(tmp_path / "b", cache_dir, epochs=2, evaluate=False, warmup_cutmix=1.0)
     monkeypatch.setattr(model_warmup, "save_train_state", save_then_crash)
     with pytest.raises(_Crash):
-        run_training(interrupted, tiny_grocery)
+        run_training(config, splits)
     monkeypatch.undo()
+
+
+def test_warmup_resumes_mid_stage_and_after_it(tiny_grocery, cache_dir, tmp_path, monkeypatch):
+    # With CutMix: its draws, too, must repeat when a run resumes.
+    straight = run_training(_warmup_config(tmp_path / "a", cache_dir, epochs=4, evaluate=False, warmup_cutmix=1.0), tiny_grocery)
+
+    # A crash right after the warm-up's first epoch is saved.
+    interrupted = _warmup_config(tmp_path / "b", cache_dir, epochs=2, evaluate=False, warmup_cutmix=1.0)
+    _run_until_first_warmup_save(interrupted, tiny_grocery, monkeypatch)
     resumed = run_training(replace(interrupted, resume=True), tiny_grocery)
     assert [e["epoch"] for e in resumed.summary["warmup"]["epochs"]] == [2, 3]
     losses = [[e["mean_loss"] for e in r.summary["warmup"]["epochs"]] for r in (resumed, straight)]
@@ -278,16 +283,7 @@ def test_a_finished_warmup_serves_heads_of_other_lengths(tiny_grocery, cache_dir
         run_training(_warmup_config(tmp_path / "c", cache_dir, warmup_from=str(tmp_path / "b" / "run")), tiny_grocery)
 
     # An unfinished warm-up (interrupted after its first epoch) is refused, and left as it was.
-    save = model_warmup.save_train_state
-
-    def save_then_crash(*args, **kwargs):
-        save(*args, **kwargs)
-        raise _Crash
-
-    monkeypatch.setattr(model_warmup, "save_train_state", save_then_crash)
-    with pytest.raises(_Crash):
-        run_training(_warmup_config(tmp_path / "d", cache_dir, evaluate=False), tiny_grocery)
-    monkeypatch.undo()
+    _run_until_first_warmup_save(_warmup_config(tmp_path / "d", cache_dir, evaluate=False), tiny_grocery, monkeypatch)
     interrupted_state = (tmp_path / "d" / "run" / "warmup" / "state" / "state.json").read_text()
     with pytest.raises(ValueError, match="stopped at iteration 6 of 18"):
         run_training(_warmup_config(tmp_path / "e", cache_dir, warmup_from=str(tmp_path / "d" / "run")), tiny_grocery)
