@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -158,20 +158,23 @@ class Warmup:
     bits: int = 64
     alpha: str | None = None  # the head's --alpha (None: 10 / bits)
     reuse: str | None = None  # the row whose finished warm-up (the same recipe) this row's head trains on
+    freeze_stages: int = 0  # backbone stages (stem, blocks) the warm-up keeps at their ImageNet weights
 
     def train_arguments(self) -> list[str]:
         statistics = ["--frozen-bn-statistics"] if self.kept_statistics else []
         cutmix = ["--warmup-cutmix", self.cutmix] if self.cutmix else []
         alpha = ["--alpha", self.alpha] if self.alpha else []
         reuse = ["--warmup-from", str(RUNS / self.reuse)] if self.reuse else []
-        return [*grocery_frozen(self.image_size), *self.head_extra, *alpha, "--warmup-epochs", str(self.epochs),
+        frozen = ["--freeze-stages", str(self.freeze_stages)] if self.freeze_stages else []
+        return [*grocery_frozen(self.image_size), *self.head_extra, *alpha, *frozen, "--warmup-epochs", str(self.epochs),
                 "--warmup-lr", self.lr, "--warmup-label-smoothing", self.label_smoothing, *cutmix, *statistics, *reuse]
 
     def note(self) -> str:
         cutmix = f", CutMix alpha {self.cutmix}" if self.cutmix else ""
         alpha = f" with alpha {self.alpha}" if self.alpha else ""
         reused = f"; the warm-up is {self.reuse}'s, reused (--warmup-from), and counted in the train time" if self.reuse else ""
-        return (f"softmax warm-up of EfficientNet-Lite2 (every stage, {self.image_size} px, augmented{cutmix}, {self.epochs} "
+        stages = f"the stem and blocks 0-{self.freeze_stages - 2} fixed" if self.freeze_stages else "every stage"
+        return (f"softmax warm-up of EfficientNet-Lite2 ({stages}, {self.image_size} px, augmented{cutmix}, {self.epochs} "
                 f"epochs, batches of 32, learning rate {self.lr}, label smoothing {self.label_smoothing}, BatchNorm "
                 f"statistics {'kept' if self.kept_statistics else 'updated'}), then a head (as the default{alpha}) on its "
                 f"features{reused}")
@@ -186,6 +189,10 @@ GROCERY_WARMUP = {
 CIFAR_WARMUP_HEAD = dict(image_size=128, head_extra=("--eval-db-limit", "3000"), lr="1e-3", kept_statistics=False)
 # BatchNorm's ImageNet statistics kept: 1e-3 does not train that way (chance after the first epoch), 1e-4 does.
 CIFAR_KEPT_STATISTICS = {**CIFAR_WARMUP_HEAD, "lr": "1e-4", "kept_statistics": True}
+# The best CIFAR-10 run: the stem and the first four blocks (the 16- and 24-channel stages, at 64 and 32 px) keep
+# their ImageNet weights, which costs a third less a step (21 against 31 ms an image), so 28 epochs fit where 20 did.
+CIFAR_BEST = "c10-lite2-warmup-fbn-cutmix-f5-e28-64"
+CIFAR_BEST_WARMUP = Warmup("0.1", **CIFAR_KEPT_STATISTICS, epochs=28, cutmix="1.0", freeze_stages=5)
 CIFAR_WARMUP = {"c10-lite2-warmup-ls-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=20),
                 "c10-lite2-warmup-ls-e30-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=30),
                 "c10-lite2-warmup-cutmix-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=20, cutmix="1.0"),
@@ -193,7 +200,11 @@ CIFAR_WARMUP = {"c10-lite2-warmup-ls-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epo
                 "c10-lite2-warmup-cutmix-e40-64": Warmup("0.1", **CIFAR_WARMUP_HEAD, epochs=40, cutmix="1.0"),
                 "c10-lite2-warmup-fbn-e10-64": Warmup("0.1", **CIFAR_KEPT_STATISTICS, epochs=10),
                 "c10-lite2-warmup-fbn224-e3-64": Warmup("0.1", **{**CIFAR_KEPT_STATISTICS, "image_size": 224}, epochs=3),
-                "c10-lite2-warmup-fbn-cutmix-e20-64": Warmup("0.1", **CIFAR_KEPT_STATISTICS, epochs=20, cutmix="1.0")}
+                "c10-lite2-warmup-fbn-cutmix-e20-64": Warmup("0.1", **CIFAR_KEPT_STATISTICS, epochs=20, cutmix="1.0"),
+                CIFAR_BEST: CIFAR_BEST_WARMUP}
+# The best run's shorter codes: heads with the paper's alpha on its warm-up.
+CIFAR_BEST_BY_LENGTH = {CIFAR_BEST.replace("-64", f"-{bits}"): replace(CIFAR_BEST_WARMUP, bits=bits, reuse=CIFAR_BEST)
+                        for bits in (48, 32, 16)}
 # Heads on that warm-up with a third of the paper's alpha (3.2 / bits): quick mAP (1,000 queries against 10,000
 # database images) at 64 bits 0.838, 0.841, 0.847, 0.847, 0.845, 0.841 and 0.839 for alpha 0.02, 0.03, 0.04, 0.05,
 # 0.08, 0.156 (10 / 64) and 0.3; chosen on the query split, which the protocol has no validation split beside.
@@ -294,7 +305,7 @@ def rows() -> list[Row]:
         table.append(Row(row_id, "grocery", "grocery", 64, recipe.train_arguments(), note=recipe.note(),
                          backbone=recipe.backbone))
     for group, data, warmups in (("grocery", "grocery", GROCERY_WARMUP), ("cifar-extra", "cifar10", CIFAR_WARMUP),
-                                 ("cifar-extra", "cifar10", CIFAR_LOW_ALPHA)):
+                                 ("cifar-extra", "cifar10", CIFAR_LOW_ALPHA), ("cifar-extra", "cifar10", CIFAR_BEST_BY_LENGTH)):
         for row_id, warmup in warmups.items():
             table.append(Row(row_id, group, data, warmup.bits, warmup.train_arguments(), mode="frozen",
                              backbone="efficientnet_lite2", note=warmup.note()))
